@@ -1,0 +1,8 @@
+"""Built-in plugin ``tasks``: benchmark tasks on real, offline data."""
+
+from mmzoo.hookspecs import hookimpl
+
+
+@hookimpl
+def mmzoo_register(registry):
+    pass
