@@ -75,11 +75,13 @@ def _slot_names(modalities: list[str]) -> list[str]:
 def _expand_preset(name: str, registry: Registry) -> str:
     if "/" in name:
         return name
+    if "+" in name or "(" in name:
+        parse_name(name)  # raises the syntax error explaining the missing fusion
     try:
         entry = registry.get("model", name)
-    except UnknownNameError:
-        parse_name(name)  # raises the syntax error explaining the missing fusion
-        raise
+    except UnknownNameError as exc:
+        raise UnknownNameError(f"{exc} (a full model name has encoders and a fusion, "
+                               "e.g. 'resnet18+lstm/concat')") from None
     return str(entry.factory)
 
 

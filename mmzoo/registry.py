@@ -287,7 +287,8 @@ class Registry:
             if ":" in target:
                 namespace, _, ident = target.partition(":")
                 resolver = self._resolvers.get(namespace)
-                if resolver is not None:
+                owned = any(c.plugin == namespace for c in self._components[kind].get(ident, []))
+                if resolver is not None and not owned:
                     factory = self._call_resolver(resolver, ident)
                     if factory is None:
                         raise self._unknown(kind, target, namespace=resolver)

@@ -26,12 +26,15 @@ class GatedFusion(Fusion):
 
     The gate ``g`` is per feature (shape n × dim) and normalised over the set
     ``P`` of inputs present for each sample (for two inputs it is the GMU's
-    ``z`` / ``1 - z``). The gate reads every input, with a learned embedding
-    ``m_i`` standing in (``\tilde z_i``) for a missing one; a missing input's
-    ``h_i`` gets gate exactly 0.
+    ``z`` / ``1 - z``). A missing input's ``h_i`` gets gate exactly 0. The gate
+    reads every input; with three or more inputs a learned embedding ``m_i``
+    stands in (``\tilde z_i``) for a missing one. With two inputs a sample
+    missing one has a single present input whose gate is 1 whatever the
+    logits, so no such embedding is built (it could never train) and the
+    missing input's slot of the gate input is zero.
 
     Parameters: :math:`\sum_i (D_i + 1)\,dim` + :math:`(\sum_i D_i + 1)\,n\,dim`
-    + :math:`\sum_i D_i`.
+    (+ :math:`\sum_i D_i` for ``n >= 3``).
 
     Reference: Arevalo, Solorio, Montes-y-Gómez & González, "Gated Multimodal
     Units for Information Fusion", ICLR workshop 2017 (arXiv:1702.01992).
@@ -42,15 +45,17 @@ class GatedFusion(Fusion):
         dim = check_int("gated", "dim", dim)
         widths = [s.num_features for s in self.inputs.values()]
         self.proj = nn.ModuleList(nn.Linear(w, dim) for w in widths)
-        self.missing = nn.ParameterList(missing_embedding(w) for w in widths)
+        if len(widths) >= 3:
+            self.missing = nn.ParameterList(missing_embedding(w) for w in widths)
         self.gate = nn.Linear(sum(widths), len(widths) * dim)
         self.num_features = dim
 
     def forward(self, feats: Mapping[str, EncoderOutput], present: Mapping[str, Tensor]) -> Tensor:
         b = check_batch(self, feats, present)
         slots = list(self.inputs)
+        fills = list(self.missing) if hasattr(self, "missing") else [0.0] * len(slots)
         gate_in = torch.cat(
-            [select(present[s], feats[s].pooled, m) for s, m in zip(slots, self.missing)], -1
+            [select(present[s], feats[s].pooled, m) for s, m in zip(slots, fills)], -1
         )
         mask = torch.stack([present[s] for s in slots], 1)  # (B, n)
         gate = masked_softmax(self.gate(gate_in).view(b, len(slots), -1), mask.unsqueeze(-1))

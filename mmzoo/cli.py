@@ -1,0 +1,91 @@
+"""The ``mmzoo`` command.
+
+Each subcommand is one ``_cmd_*`` function plus its parser in
+``build_parser``; heavy imports happen inside the command that needs them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from mmzoo.errors import MMZooError
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    import mmzoo
+
+    listers = {
+        "encoders": lambda f: mmzoo.list_encoders(f, modality=args.modality),
+        "fusions": mmzoo.list_fusions,
+        "models": mmzoo.list_models,
+        "tasks": mmzoo.list_tasks,
+    }
+    for name in listers[args.kind](args.filter or ""):
+        print(name)
+    return 0
+
+
+def _parameter_table(model) -> list[tuple[str, str, int, int]]:
+    rows = []
+    for slot, encoder in model.encoders.items():
+        rows.append((f"encoder[{slot}]", type(encoder).__name__, _count(encoder), _count(encoder, True)))
+    rows.append(("fusion", type(model.fusion).__name__, _count(model.fusion), _count(model.fusion, True)))
+    rows.append(("head", type(model.head).__name__, _count(model.head), _count(model.head, True)))
+    return rows
+
+
+def _count(module, trainable: bool = False) -> int:
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable)
+
+
+def _cmd_create(args: argparse.Namespace) -> int:
+    import mmzoo
+
+    model = mmzoo.create(args.name, num_classes=args.num_classes)
+    print(f"name:     {model.name}")
+    print(f"inputs:   {', '.join(model.inputs)}")
+    print(f"output:   {'(B, %d) logits' % model.num_classes if model.num_classes else '(B, %d) embedding' % model.num_features}")
+    rows = _parameter_table(model)
+    width = max(len(r[0]) for r in rows)
+    kind_width = max(len(r[1]) for r in rows)
+    print(f"\n{'part':<{width}}  {'module':<{kind_width}}  {'params':>12}  {'trainable':>12}")
+    for part, kind, total, trainable in rows:
+        print(f"{part:<{width}}  {kind:<{kind_width}}  {total:>12,}  {trainable:>12,}")
+    print(f"{'total':<{width}}  {'':<{kind_width}}  {_count(model):>12,}  {_count(model, True):>12,}")
+    if args.save:
+        path = model.save_pretrained(args.save)
+        print(f"\nsaved to {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mmzoo", description="Multimodal models by name.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("list", help="list encoders, fusions, models or tasks")
+    p.add_argument("kind", nargs="?", default="models", choices=["encoders", "fusions", "models", "tasks"])
+    p.add_argument("filter", nargs="?", default="", help="fnmatch pattern, e.g. 'resnet*'")
+    p.add_argument("--modality", default=None, help="encoders of this modality only")
+    p.set_defaults(func=_cmd_list)
+
+    p = sub.add_parser("create", help="build a model by name and print its parameter table")
+    p.add_argument("name", help="e.g. 'resnet18+lstm/concat'")
+    p.add_argument("--num-classes", type=int, default=0)
+    p.add_argument("--save", metavar="DIR", help="save the (untrained) model to DIR")
+    p.set_defaults(func=_cmd_create)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except MMZooError as exc:
+        print(f"mmzoo: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,26 @@
+"""Shared fixtures: tiny models so the CPU suite stays fast."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+#: Small scratch text encoder kwargs (the scratch tokenizer needs vocab_size >= 258).
+TINY_TEXT = "vocab_size=300,embed_dim=16,hidden_size=16"
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+@pytest.fixture
+def images():
+    return torch.randn(2, 3, 32, 32)
+
+
+@pytest.fixture
+def token_ids():
+    ids = torch.randint(1, 300, (2, 6))
+    ids[1, 3:] = 0  # right padding
+    return ids
