@@ -60,6 +60,62 @@ def _cmd_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plugin_components(components: list[str], everything: bool) -> str:
+    if not components:
+        return "-"
+    shown = components if everything or len(components) <= 6 else components[:5]
+    text = ", ".join(shown)
+    if len(shown) < len(components):
+        text += f", ... (+{len(components) - len(shown)} more; --all lists them)"
+    return text
+
+
+def _cmd_plugins(args: argparse.Namespace) -> int:
+    """Every plugin discovery saw: name, distribution, status, components, load
+    time and heavy modules pulled in by its import. Exit status 1 when a
+    plugin failed to load."""
+    import json
+    import os
+    import warnings
+    from dataclasses import asdict
+
+    from mmzoo.registry import default_registry
+
+    registry = default_registry()
+    strict = os.environ.pop("MMZOO_STRICT_PLUGINS", None)  # list broken plugins instead of stopping
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # failures are shown in the table
+            registry._ensure_loaded()
+    finally:
+        if strict is not None:
+            os.environ["MMZOO_STRICT_PLUGINS"] = strict
+    plugins = list(registry.plugins.values())
+    failed = any(p.status == "error" for p in plugins)
+    if args.json:
+        print(json.dumps([asdict(p) for p in plugins], indent=2))
+        return 1 if failed else 0
+    rows = []
+    for p in plugins:
+        dist = f"{p.distribution or '?'} {p.version or ''}".strip() + (" (built-in)" if p.builtin else "")
+        load = f"{p.load_seconds * 1000:.1f} ms" if p.status != "disabled" else "-"
+        rows.append((p.name, dist, p.status, load, ", ".join(p.heavy_imports) or "-",
+                     _plugin_components(p.components, args.all)))
+    header = ("PLUGIN", "DISTRIBUTION", "STATUS", "LOAD", "HEAVY IMPORTS", "COMPONENTS")
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(5)]
+    for row, p in zip([header, *rows], [None, *plugins]):
+        print("  ".join(f"{str(v):<{w}}" for v, w in zip(row[:5], widths)) + "  " + row[5])
+        if p is not None and p.status == "error":
+            print(f"{'':<{widths[0]}}  error: {p.error}")
+        if p is not None and args.all and p.module:
+            print(f"{'':<{widths[0]}}  module: {p.module}")
+    heavy = [p.name for p in plugins if p.heavy_imports]
+    if heavy:
+        print(f"\nnote: importing {', '.join(heavy)} pulled in heavy modules; a plugin module should only "
+              "name factories as 'module:attr' strings so that discovery stays fast.")
+    return 1 if failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mmzoo", description="Multimodal models by name.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -75,6 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-classes", type=int, default=0)
     p.add_argument("--save", metavar="DIR", help="save the (untrained) model to DIR")
     p.set_defaults(func=_cmd_create)
+
+    p = sub.add_parser("plugins", help="list installed plugins, their status and components")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--all", action="store_true", help="every component and each plugin's module")
+    p.set_defaults(func=_cmd_plugins)
     return parser
 
 

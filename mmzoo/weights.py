@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
-from mmzoo.errors import PluginError, UnknownNameError, WeightsError
+from mmzoo.errors import NameSyntaxError, PluginError, UnknownNameError, WeightsError
 
 __all__ = ["save_pretrained", "load", "load_state", "read_safetensors", "atomic_write",
            "CONFIG_NAME", "WEIGHTS_NAME", "FORMAT_VERSION"]
@@ -188,7 +188,7 @@ def _part_name(entry: Mapping[str, Any], kind: str, registry) -> str:
 def load(path: str | Path, *, strict: bool = True, registry=None):
     """Load a model saved with ``save_pretrained`` (returned in eval mode)."""
     from mmzoo.builder import create
-    from mmzoo.names import ModelName, NamePart
+    from mmzoo.names import ModelName, NamePart, parse_name
     from mmzoo.registry import default_registry
 
     directory = Path(path)
@@ -200,15 +200,24 @@ def load(path: str | Path, *, strict: bool = True, registry=None):
         encoders = config["encoders"]
         for entry in [*encoders.values(), config["fusion"]]:
             _check_plugin(entry, registry)
+        # kwargs come from the canonical name, which keeps literal types
+        # exactly (JSON would turn tuples into lists)
+        canonical = parse_name(config["name"])
+        if len(canonical.encoders) != len(encoders):
+            raise WeightsError(f"{directory / CONFIG_NAME}: the name lists {len(canonical.encoders)} "
+                               f"encoders but 'encoders' has {len(encoders)}")
         name = ModelName(
-            tuple(NamePart(_part_name(e, "encoder", registry), e.get("kwargs", {})) for e in encoders.values()),
-            NamePart(_part_name(config["fusion"], "fusion", registry), config["fusion"].get("kwargs", {})),
+            tuple(NamePart(_part_name(e, "encoder", registry), part.kwargs)
+                  for e, part in zip(encoders.values(), canonical.encoders)),
+            NamePart(_part_name(config["fusion"], "fusion", registry), canonical.fusion.kwargs),
         )
         head = config.get("head", {})
         model = create(name, int(config["num_classes"]), drop_rate=head.get("drop_rate", 0.0),
                        modality_dropout=head.get("modality_dropout", 0.0), labels=config.get("labels"),
                        registry=registry,
                        _reload={slot: e.get("reload_kwargs") or {} for slot, e in encoders.items()})
+    except NameSyntaxError as exc:
+        raise WeightsError(f"{directory / CONFIG_NAME} holds an invalid name: {exc}") from exc
     except UnknownNameError as exc:
         raise PluginError(f"cannot rebuild {config['name']!r} from {directory}: {exc}") from exc
     except (KeyError, TypeError, AttributeError) as exc:

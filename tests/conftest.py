@@ -24,3 +24,12 @@ def token_ids():
     ids = torch.randint(1, 300, (2, 6))
     ids[1, 3:] = 0  # right padding
     return ids
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    """Tiny tensors: thread start-up costs more than it saves on 2 busy cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import mmzoo
 from mmzoo.components import EncoderOutput, InputSpec
@@ -23,16 +25,6 @@ B = 6
 
 FUSIONS = mmzoo.list_fusions()
 _REGISTRY = mmzoo.Registry()
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: intra-op threads only add contention (50x slower on a
-    loaded two-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def factory(name: str) -> Any:
@@ -214,6 +206,19 @@ def test_masking_is_exact(name, extra, n, garbage):
         assert torch.isfinite(p.grad).all(), f"{pname}: masked values leak into the gradient"
 
 
+@pytest.mark.parametrize("name,extra", CASES)
+@settings(max_examples=6, deadline=None)
+@given(masks=st.lists(st.lists(st.booleans(), min_size=3, max_size=3).filter(any), min_size=1, max_size=5))
+def test_masking_is_exact_for_any_masks(name, extra, masks):
+    inputs = INPUTS["3"]
+    fusion = build(name, extra, inputs)
+    b = len(masks)
+    present = {slot: torch.tensor([row[i] for row in masks]) for i, slot in enumerate(inputs)}
+    feats = make_feats(inputs, b=b)
+    with torch.no_grad():
+        assert_same(fusion(feats, present), fusion(scramble(feats, present, float("nan")), present))
+
+
 @pytest.mark.parametrize("n", ["2", "3"])
 @pytest.mark.parametrize("name,extra", CASES)
 def test_samples_are_independent(name, extra, n):
@@ -291,6 +296,9 @@ def test_one_input_works_or_is_refused_clearly(name, extra):
         return
     y = fusion(make_feats(inputs), all_present(inputs))
     assert y.shape[0] == B and torch.isfinite(y).all()
+    loss_of(y).backward()
+    dead = [pname for pname, p in fusion.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not dead, f"parameters unused with one input: {dead}"
 
 
 @pytest.mark.parametrize("name,extra", CASES)
@@ -311,14 +319,22 @@ def test_fusion_modules_import_no_torch_at_registration():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+@pytest.mark.parametrize("name", FUSIONS)
+def test_conformance_kit(name):
+    """The public conformance kit a plugin author runs agrees with these tests."""
+    from mmzoo.testing import check_fusion
+
+    check_fusion(name)
+
+
 # ------------------------------------------------------- specific behaviour
 
 
 def test_tfn_size_cap_is_a_clear_error():
     inputs = {f"x{i}": InputSpec(4) for i in range(4)}
-    with pytest.raises(InputError, match=r"max_size.*tfn\(hidden=14\)"):
+    with pytest.raises(InputError, match=r"max_size.*tfn\(hidden=15\)"):
         factory("tfn")(inputs)  # 17^4 = 83,521 > 65,536
-    assert factory("tfn")(inputs, hidden=14).num_features == 128  # 15^4 fits
+    assert factory("tfn")(inputs, hidden=15).num_features == 128  # 16^4 = 65,536 fits
     assert factory("tfn")(inputs, max_size=100_000).num_features == 128
 
 
@@ -429,11 +445,17 @@ def test_model_save_and_load(name, extra, tmp_path):
     x = model_inputs(model)
     model.save_pretrained(tmp_path / "run")
     loaded = mmzoo.load(tmp_path / "run").eval()
-    assert loaded.name == model.name
     with torch.no_grad():
         assert torch.equal(model(**x), loaded(**x))
         present = {model.inputs[0]: torch.tensor([True, False, True, False])}
         assert torch.equal(model(**x, present=present), loaded(**x, present=present))
+
+
+def test_loaded_model_keeps_its_canonical_name(tmp_path):
+    """The name survives config.json (a tuple kwarg must not come back a list)."""
+    model = create("2", "film", {})
+    model.save_pretrained(tmp_path / "run")
+    assert mmzoo.load(tmp_path / "run").name == model.name
 
 
 def test_model_with_no_input_for_a_sample_is_refused():

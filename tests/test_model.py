@@ -224,3 +224,21 @@ def test_cli_list_and_create(tmp_path, capsys):
     assert (tmp_path / "m" / "model.safetensors").is_file()
     assert main(["create", "cnn+lstm/concatt"]) == 2
     assert "did you mean" in capsys.readouterr().err
+
+
+def test_hf_encoder_takes_its_pad_id_from_the_config(tmp_path, images):
+    from transformers import RobertaConfig, RobertaModel
+
+    RobertaModel(RobertaConfig(vocab_size=100, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                               intermediate_size=32, pad_token_id=1, max_position_embeddings=40)
+                 ).save_pretrained(tmp_path / "tiny-roberta")
+    model = mmzoo.create(f"cnn+hf:{tmp_path / 'tiny-roberta'}(pooling='mean')/concat", num_classes=2).eval()
+    encoder = model.encoders["text"]
+    assert encoder.pad_token_id == 1
+    assert not hasattr(encoder.model, "pooler") or encoder.model.pooler is None  # never-trained pooler skipped
+    ids = torch.tensor([[0, 5, 6, 2, 1, 1], [0, 7, 2, 1, 1, 1]])
+    mask = ids != 1
+    assert torch.equal(model(image=images, text=ids),
+                       model(image=images, text={"input_ids": ids, "attention_mask": mask}))
+    model(image=images, text=ids).sum().backward()
+    assert all(p.grad is not None for p in encoder.parameters() if p.requires_grad)

@@ -22,9 +22,10 @@ def resolve(identifier: str):
 
 
 def _from_pretrained(cls: Any, source: str, **kwargs: Any) -> Any:
-    local = os.path.isdir(source)
+    if os.path.isdir(source):
+        kwargs["local_files_only"] = True
     try:
-        return cls.from_pretrained(source, local_files_only=local or None, **kwargs)
+        return cls.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as exc:
         raise PluginError(
             f"cannot load Hugging Face model {source!r}: {exc}. Pass a local directory "

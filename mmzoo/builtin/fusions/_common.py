@@ -35,9 +35,12 @@ __all__ = [
     "input_tokens",
     "signed_sqrt",
     "missing_embedding",
+    "missing_embeddings",
+    "fills",
     "MultiHeadAttention",
     "TransformerBlock",
     "TokenProjection",
+    "concat_tokens",
 ]
 
 
@@ -130,6 +133,20 @@ def missing_embedding(width: int, init: float | None = None) -> nn.Parameter:
     if init is None:
         return nn.Parameter(torch.randn(width) * 0.02)
     return nn.Parameter(torch.full((width,), float(init)))
+
+
+def missing_embeddings(widths: Sequence[int], init: float | None = None) -> nn.ParameterList:
+    """One learned missing-input embedding per input, or none for a single
+    input: the model refuses a sample without any input, so they could never
+    be used (nor trained)."""
+    if len(widths) < 2:
+        return nn.ParameterList()
+    return nn.ParameterList(missing_embedding(w, init) for w in widths)
+
+
+def fills(missing: nn.ParameterList, n: int, default: float = 0.0) -> list[Tensor | float]:
+    """The per-input values for missing samples: the embeddings, or ``default``."""
+    return list(missing) if len(missing) else [default] * n
 
 
 def input_tokens(

@@ -31,7 +31,7 @@ class AttentionFusion(Fusion):
     modality embedding.
 
     Parameters: :math:`\sum_i (D^{tok}_i + 1)\,dim + dim` +
-    ``layers`` × :math:`(8\,dim^2 + O(dim))` + :math:`2\,dim`.
+    ``layers`` × :math:`(8\,dim^2 + 11\,dim)` + :math:`2\,dim`.
 
     Reference: Vaswani et al., "Attention Is All You Need", NeurIPS 2017; joint
     single-stream fusion as in VisualBERT (Li et al. 2019, arXiv:1908.03557) and

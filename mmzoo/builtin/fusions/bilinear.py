@@ -8,7 +8,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mmzoo.builtin.fusions._common import check_batch, check_int, missing_embedding, select, signed_sqrt
+from mmzoo.builtin.fusions._common import (
+    check_batch,
+    check_int,
+    fills,
+    missing_embeddings,
+    select,
+    signed_sqrt,
+)
 from mmzoo.components import EncoderOutput, Fusion, InputSpec
 
 
@@ -42,13 +49,13 @@ class BilinearFusion(Fusion):
         self.factor = factor
         widths = [s.num_features for s in self.inputs.values()]
         self.proj = nn.ModuleList(nn.Linear(w, factor * dim) for w in widths)
-        self.missing = nn.ParameterList(missing_embedding(factor * dim, init=1.0) for _ in widths)
+        self.missing = missing_embeddings([factor * dim] * len(widths), init=1.0)
         self.num_features = dim
 
     def forward(self, feats: Mapping[str, EncoderOutput], present: Mapping[str, Tensor]) -> Tensor:
         b = check_batch(self, feats, present)
         prod = None
-        for s, proj, m in zip(self.inputs, self.proj, self.missing):
+        for s, proj, m in zip(self.inputs, self.proj, fills(self.missing, len(self.inputs), 1.0)):
             u = select(present[s], proj(select(present[s], feats[s].pooled)), m)
             prod = u if prod is None else prod * u
         assert prod is not None

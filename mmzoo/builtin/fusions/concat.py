@@ -7,7 +7,13 @@ from typing import Mapping
 import torch
 from torch import Tensor, nn
 
-from mmzoo.builtin.fusions._common import check_batch, check_int, missing_embedding, select
+from mmzoo.builtin.fusions._common import (
+    check_batch,
+    check_int,
+    fills,
+    missing_embeddings,
+    select,
+)
 from mmzoo.components import EncoderOutput, Fusion, InputSpec
 
 
@@ -32,15 +38,14 @@ class ConcatFusion(Fusion):
         super().__init__(inputs)
         dim = check_int("concat", "dim", dim, minimum=0)
         widths = [s.num_features for s in self.inputs.values()]
-        self.missing = nn.ParameterList(missing_embedding(w) for w in widths)
+        self.missing = missing_embeddings(widths)
         if dim:
             self.proj = nn.Linear(sum(widths), dim)
         self.num_features = dim or sum(widths)
 
     def forward(self, feats: Mapping[str, EncoderOutput], present: Mapping[str, Tensor]) -> Tensor:
         check_batch(self, feats, present)
-        parts = [
-            select(present[s], feats[s].pooled, m) for s, m in zip(self.inputs, self.missing)
-        ]
+        missing = fills(self.missing, len(self.inputs))
+        parts = [select(present[s], feats[s].pooled, m) for s, m in zip(self.inputs, missing)]
         h = torch.cat(parts, -1)
         return self.proj(h) if hasattr(self, "proj") else h

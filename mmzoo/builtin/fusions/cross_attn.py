@@ -15,6 +15,7 @@ from mmzoo.builtin.fusions._common import (
     masked_mean,
 )
 from mmzoo.components import EncoderOutput, Fusion, InputSpec
+from mmzoo.errors import InputError
 
 
 class CrossAttentionFusion(Fusion):
@@ -35,9 +36,10 @@ class CrossAttentionFusion(Fusion):
     merged into one key sequence so the cost stays linear in n); the mean of
     each stream over its valid tokens is averaged over the present inputs.
     Encoders without tokens contribute their pooled vector as one token.
+    Needs at least two inputs.
 
     Parameters: :math:`\sum_i (D^{tok}_i + 1)\,dim` + ``n × layers`` ×
-    :math:`(8\,dim^2 + O(dim))` + :math:`n\,dim + 2\,dim`.
+    :math:`(8\,dim^2 + 13\,dim)` + :math:`n\,dim + 2\,dim`.
 
     Reference: Tsai, Bai, Liang, Kolter, Morency & Salakhutdinov, "Multimodal
     Transformer for Unaligned Multimodal Language Sequences", ACL 2019
@@ -57,6 +59,11 @@ class CrossAttentionFusion(Fusion):
         heads = check_int("cross_attn", "heads", heads)
         layers = check_int("cross_attn", "layers", layers)
         n = len(self.inputs)
+        if n < 2:
+            raise InputError(
+                f"fusion 'cross_attn' needs at least two inputs (each attends to the others), "
+                f"got {list(self.inputs)}; use 'attention' or 'perceiver' for a single input"
+            )
         self.tokens = TokenProjection(self.inputs, dim)
         self.null = nn.Parameter(torch.randn(n, dim) * 0.02)
         self.blocks = nn.ModuleList(

@@ -44,10 +44,11 @@ class FiLMFusion(Fusion):
                 f"fusion 'film' needs at least two inputs (one conditions the others), got {slots}; "
                 "use a single-input fusion such as 'mean' instead"
             )
+        n = len(slots)
         if isinstance(condition, str) and condition in self.inputs:
             index = slots.index(condition)
-        elif isinstance(condition, int) and not isinstance(condition, bool) and -len(slots) <= condition < len(slots):
-            index = condition % len(slots)
+        elif isinstance(condition, int) and not isinstance(condition, bool) and -n <= condition < n:
+            index = condition % n
         else:
             raise InputError(
                 f"fusion 'film': condition={condition!r} names no input; give a slot name "

@@ -31,10 +31,11 @@ class GatedFusion(Fusion):
     stands in (``\tilde z_i``) for a missing one. With two inputs a sample
     missing one has a single present input whose gate is 1 whatever the
     logits, so no such embedding is built (it could never train) and the
-    missing input's slot of the gate input is zero.
+    missing input's slot of the gate input is zero. With one input there is
+    no gate: ``h = tanh(W_1 z_1 + b_1)``.
 
-    Parameters: :math:`\sum_i (D_i + 1)\,dim` + :math:`(\sum_i D_i + 1)\,n\,dim`
-    (+ :math:`\sum_i D_i` for ``n >= 3``).
+    Parameters: :math:`\sum_i (D_i + 1)\,dim` + :math:`(\sum_i D_i + 1)\,n\,dim` for
+    ``n >= 2`` (+ :math:`\sum_i D_i` for ``n >= 3``).
 
     Reference: Arevalo, Solorio, Montes-y-Gómez & González, "Gated Multimodal
     Units for Information Fusion", ICLR workshop 2017 (arXiv:1702.01992).
@@ -47,18 +48,22 @@ class GatedFusion(Fusion):
         self.proj = nn.ModuleList(nn.Linear(w, dim) for w in widths)
         if len(widths) >= 3:
             self.missing = nn.ParameterList(missing_embedding(w) for w in widths)
-        self.gate = nn.Linear(sum(widths), len(widths) * dim)
+        if len(widths) >= 2:  # with one input the gate is always 1
+            self.gate = nn.Linear(sum(widths), len(widths) * dim)
         self.num_features = dim
 
     def forward(self, feats: Mapping[str, EncoderOutput], present: Mapping[str, Tensor]) -> Tensor:
         b = check_batch(self, feats, present)
         slots = list(self.inputs)
-        fills = list(self.missing) if hasattr(self, "missing") else [0.0] * len(slots)
-        gate_in = torch.cat(
-            [select(present[s], feats[s].pooled, m) for s, m in zip(slots, fills)], -1
-        )
         mask = torch.stack([present[s] for s in slots], 1)  # (B, n)
-        gate = masked_softmax(self.gate(gate_in).view(b, len(slots), -1), mask.unsqueeze(-1))
+        if hasattr(self, "gate"):
+            fills = list(self.missing) if hasattr(self, "missing") else [0.0] * len(slots)
+            gate_in = torch.cat(
+                [select(present[s], feats[s].pooled, m) for s, m in zip(slots, fills)], -1
+            )
+            gate = masked_softmax(self.gate(gate_in).view(b, len(slots), -1), mask.unsqueeze(-1))
+        else:
+            gate = mask.unsqueeze(-1).float()
         # a missing input's h_i is computed from zeros (gate 0), so nothing leaks
         h = torch.stack(
             [torch.tanh(p(select(present[s], feats[s].pooled))) for s, p in zip(slots, self.proj)],

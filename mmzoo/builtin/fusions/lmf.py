@@ -8,7 +8,13 @@ from typing import Mapping
 import torch
 from torch import Tensor, nn
 
-from mmzoo.builtin.fusions._common import check_batch, check_int, missing_embedding, select
+from mmzoo.builtin.fusions._common import (
+    check_batch,
+    check_int,
+    fills,
+    missing_embeddings,
+    select,
+)
 from mmzoo.components import EncoderOutput, Fusion, InputSpec
 
 
@@ -45,7 +51,7 @@ class LMFFusion(Fusion):
             # xavier-normal scale per rank slice, as in the paper's code
             nn.init.normal_(factor, std=math.sqrt(2.0 / (w + 1 + dim)))
             self.factors.append(nn.Parameter(factor))
-        self.missing = nn.ParameterList(missing_embedding(w) for w in widths)
+        self.missing = missing_embeddings(widths)
         self.rank_weights = nn.Parameter(torch.full((rank,), 1.0 / rank))
         self.bias = nn.Parameter(torch.zeros(dim))
         self.num_features = dim
@@ -53,7 +59,7 @@ class LMFFusion(Fusion):
     def forward(self, feats: Mapping[str, EncoderOutput], present: Mapping[str, Tensor]) -> Tensor:
         check_batch(self, feats, present)
         prod = None
-        for s, factor, m in zip(self.inputs, self.factors, self.missing):
+        for s, factor, m in zip(self.inputs, self.factors, fills(self.missing, len(self.inputs))):
             z = select(present[s], feats[s].pooled, m)
             z1 = torch.cat([z, z.new_ones(z.shape[0], 1)], -1)  # [z; 1]
             f = torch.einsum("bd,rdo->bro", z1, factor.to(z.dtype))  # (B, r, dim)

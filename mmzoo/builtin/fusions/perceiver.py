@@ -33,7 +33,7 @@ class PerceiverFusion(Fusion):
     pooled vector as one token.
 
     Parameters: :math:`\sum_i (D^{tok}_i + 1)\,dim + (latents + 1)\,dim` +
-    ``(1 + layers)`` × :math:`(8\,dim^2 + O(dim))` + :math:`2\,dim`.
+    :math:`(8\,dim^2 + 13\,dim)` + ``layers`` × :math:`(8\,dim^2 + 11\,dim)` + :math:`2\,dim`.
 
     Reference: Jaegle et al., "Perceiver: General Perception with Iterative
     Attention", ICML 2021 (arXiv:2103.03206).

@@ -8,7 +8,13 @@ from typing import Mapping
 import torch
 from torch import Tensor, nn
 
-from mmzoo.builtin.fusions._common import check_batch, check_int, missing_embedding, select
+from mmzoo.builtin.fusions._common import (
+    check_batch,
+    check_int,
+    fills,
+    missing_embeddings,
+    select,
+)
 from mmzoo.components import EncoderOutput, Fusion, InputSpec
 from mmzoo.errors import InputError
 
@@ -60,14 +66,14 @@ class TFNFusion(Fusion):
             )
         widths = [s.num_features for s in self.inputs.values()]
         self.proj = nn.ModuleList(nn.Linear(w, hidden) for w in widths)
-        self.missing = nn.ParameterList(missing_embedding(hidden) for _ in widths)
+        self.missing = missing_embeddings([hidden] * len(widths))
         self.out = nn.Linear(size, dim)
         self.num_features = dim
 
     def forward(self, feats: Mapping[str, EncoderOutput], present: Mapping[str, Tensor]) -> Tensor:
         b = check_batch(self, feats, present)
         t = None
-        for s, proj, m in zip(self.inputs, self.proj, self.missing):
+        for s, proj, m in zip(self.inputs, self.proj, fills(self.missing, len(self.inputs))):
             u = select(present[s], proj(select(present[s], feats[s].pooled)), m)
             u1 = torch.cat([u, u.new_ones(b, 1)], -1)
             t = u1 if t is None else (t.unsqueeze(-1) * u1.unsqueeze(1)).flatten(1)

@@ -84,27 +84,41 @@ class AudioEncoder(Encoder):
         """Random waveforms of the processor's length (used by ``mmzoo.testing``)."""
         return 0.1 * torch.randn(batch_size, self.num_samples, generator=generator)
 
+    def example_raw(self, batch_size: int) -> list[Any]:
+        """Raw clips of mixed forms and lengths for the processor (used by ``mmzoo.testing``)."""
+        import numpy as np
+
+        rng = np.random.default_rng(0)
+        forms = [
+            lambda: (0.1 * rng.standard_normal(self.num_samples // 2)).astype(np.float32),
+            lambda: rng.integers(-3000, 3000, self.num_samples * 2, dtype=np.int16),
+            lambda: ((0.1 * rng.standard_normal(800)).astype(np.float32), 8000),
+        ]
+        return [forms[i % len(forms)]() for i in range(batch_size)]
+
 
 class AudioCNN(AudioEncoder):
-    """Log-mel spectrogram -> ``len(channels)`` stages of conv3x3 -> BatchNorm ->
-    ReLU -> 2x2 max-pool. Tokens are the time steps of the last feature map
-    (averaged over frequency); pooled is their mean."""
+    """Log-mel spectrogram -> ``depth`` stages of conv3x3 -> BatchNorm -> ReLU
+    -> 2x2 max-pool, with ``width``, 2 ``width``, 4 ``width``, ... channels.
+    Tokens are the time steps of the last feature map (averaged over
+    frequency); pooled is their mean."""
 
-    def __init__(self, *, channels: tuple[int, ...] = (16, 32, 64), sample_rate: int = 16000, n_mels: int = 64,
+    def __init__(self, *, width: int = 16, depth: int = 3, sample_rate: int = 16000, n_mels: int = 64,
                  clip_seconds: float = 1.0, win_ms: float = 25.0, hop_ms: float = 10.0):
         super().__init__(sample_rate=sample_rate, n_mels=n_mels, clip_seconds=clip_seconds,
                          win_ms=win_ms, hop_ms=hop_ms)
-        channels = tuple(channels) if isinstance(channels, (tuple, list)) else (channels,)
-        if not channels or not all(isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in channels):
-            raise InputError(f"audio_cnn: channels must be a tuple of positive ints, got {channels!r}")
+        for key, value in (("width", width), ("depth", depth)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InputError(f"audio_cnn: {key} must be a positive int, got {value!r}")
         layers: list[nn.Module] = []
-        width = 1
-        for out in channels:
-            layers += [nn.Conv2d(width, out, 3, padding=1, bias=False), nn.BatchNorm2d(out),
+        channels = 1
+        for stage in range(depth):
+            out = width * 2 ** stage
+            layers += [nn.Conv2d(channels, out, 3, padding=1, bias=False), nn.BatchNorm2d(out),
                        nn.ReLU(inplace=True), nn.MaxPool2d(2, ceil_mode=True)]
-            width = out
+            channels = out
         self.body = nn.Sequential(*layers)
-        self.num_features = self.token_features = width
+        self.num_features = self.token_features = channels
 
     def forward(self, x: Tensor) -> EncoderOutput:
         features = self.body(self.spectrogram(x).unsqueeze(1))  # (B, C, F, T)

@@ -69,7 +69,7 @@ def find_recordings(root: str | os.PathLike | None) -> tuple[Path, list[tuple[Pa
 
 class FSDDDigits(Task):
     """Spoken digit (``audio``: WAV paths, 8 kHz) + handwritten digit image
-    (``image``: 8x8 float arrays in [0, 1]) of the same label; 10 classes.
+    (``image``: 8x8 uint8 arrays) of the same label; 10 classes.
 
     Both inputs are raw values for the model's processor (see
     :class:`mmzoo.tasks.Split`); ``groups`` holds each sample's speaker.
@@ -96,7 +96,7 @@ class FSDDDigits(Task):
 
         _, entries = find_recordings(self.data)
         digits = load_digits()
-        images = (digits.images / 16.0).astype(np.float32)
+        images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)  # 0..16 -> 0..255
         rng = np.random.default_rng(self.seed)
         pools: dict[str, dict[int, np.ndarray]] = {"train": {}, "val": {}, "test": {}}
         for label in range(10):
@@ -112,11 +112,13 @@ class FSDDDigits(Task):
             split = "test" if entry[3] in TEST_INDICES else "val" if entry[3] in VAL_INDICES else "train"
             rows[split].append(entry)
         splits = {}
+        self.image_indices: dict[str, list[int]] = {}  # which sklearn digit each sample shows
         for split, items in rows.items():
             if not items:
                 raise InputError(f"fsdd-digits: the {split} split is empty; is {self.data!r} complete?")
             labels = [digit for _, digit, _, _ in items]
             chosen = [int(rng.choice(pools[split][digit])) for digit in labels]
+            self.image_indices[split] = chosen
             inputs: dict[str, Any] = {
                 "image": [images[i] for i in chosen],
                 "audio": [str(path) for path, _, _, _ in items],

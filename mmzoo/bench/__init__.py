@@ -1,0 +1,17 @@
+"""The benchmark harness: run combinations (each in its own process), record
+rows in a JSONL file, and render the leaderboard.
+
+    >>> from mmzoo.bench import run_sweep, render            # doctest: +SKIP
+    >>> run_sweep(["cnn+lstm/*"], "digits-sum", {"epochs": 5}, "results.jsonl")
+    >>> markdown, files = render("results.jsonl", md="lb.md", html_path="lb.html", plots="plots/")
+
+Importing this package imports no torch; measurement happens in the worker
+process (:mod:`mmzoo.bench.measure`).
+"""
+
+from mmzoo.bench.leaderboard import aggregate, render, render_html, render_markdown, render_plots
+from mmzoo.bench.runner import (DEFAULTS, Job, append_row, expand_names, load_suite, parse_shard, plan,
+                                read_rows, run_sweep)
+
+__all__ = ["DEFAULTS", "Job", "append_row", "expand_names", "load_suite", "parse_shard", "plan", "read_rows",
+           "run_sweep", "aggregate", "render", "render_html", "render_markdown", "render_plots"]
