@@ -7,6 +7,7 @@ Each subcommand is one ``_cmd_*`` function plus its parser in
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Sequence
 
@@ -116,6 +117,24 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from mmzoo.bench.commands import train
+
+    return train(args)
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from mmzoo.bench.commands import bench
+
+    return bench(args)
+
+
+def _cmd_leaderboard(args: argparse.Namespace) -> int:
+    from mmzoo.bench.commands import leaderboard
+
+    return leaderboard(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mmzoo", description="Multimodal models by name.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -136,6 +155,55 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--all", action="store_true", help="every component and each plugin's module")
     p.set_defaults(func=_cmd_plugins)
+
+    p = sub.add_parser("train", help="train a model on a task (DDP under torchrun)")
+    p.add_argument("name", help="model name, e.g. 'cnn+lstm/concat'")
+    p.add_argument("--task", required=True, help="task name (mmzoo list tasks)")
+    p.add_argument("--data", metavar="PATH", help="data file for tasks that read one (csv)")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=64, help="per process")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
+    p.add_argument("--modality-dropout", type=float, default=None)
+    p.add_argument("--drop-rate", type=float, default=0.0, help="dropout before the head")
+    p.add_argument("--patience", type=int, default=5, help="early stopping (epochs)")
+    p.add_argument("--budget-seconds", type=float, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", metavar="DIR", help="save the best checkpoint here")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("bench", help="benchmark combinations, each in its own process")
+    p.add_argument("names", nargs="*", help="model names; fnmatch patterns over parts, e.g. 'cnn+lstm/*'")
+    p.add_argument("--task", help="task name (with --suite: run only this task)")
+    p.add_argument("--suite", metavar="TOML", help="suite file (benchmarks/cpu-small.toml)")
+    p.add_argument("--data", metavar="PATH")
+    p.add_argument("--device", choices=["cpu", "cuda"])
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"])
+    p.add_argument("--compile", action="store_true", default=None, help="torch.compile (time reported apart)")
+    p.add_argument("--channels-last", action="store_true", default=None)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--budget-seconds", type=float, help="training time budget per combination")
+    p.add_argument("--lr", type=float)
+    p.add_argument("--modality-dropout", type=float)
+    p.add_argument("--seeds", type=int, help="seeds per combination (0..N-1)")
+    p.add_argument("--threads", type=int, help="torch threads per worker")
+    p.add_argument("--timeout", type=float, help="seconds per combination before it is a failed row")
+    p.add_argument("--shard", metavar="K/N", help="run only the K-th of N shards (1-based)")
+    p.add_argument("--out", metavar="JSONL", help="results file (appended; rerun resumes)")
+    p.add_argument("--retry-failed", action="store_true", help="rerun combinations recorded as failed")
+    p.add_argument("--no-baselines", action="store_true", help="skip the single-input baselines")
+    p.add_argument("--leaderboard", metavar="DIR", help="then render leaderboard.md/.html and plots/ here")
+    p.set_defaults(func=_cmd_bench)
+
+    p = sub.add_parser("leaderboard", help="render results (JSONL) as markdown, HTML and plots")
+    p.add_argument("results", help="results JSONL written by mmzoo bench")
+    p.add_argument("--md", metavar="OUT.md")
+    p.add_argument("--html", metavar="OUT.html")
+    p.add_argument("--plots", metavar="DIR")
+    p.set_defaults(func=_cmd_leaderboard)
     return parser
 
 
@@ -146,6 +214,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MMZooError as exc:
         print(f"mmzoo: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. `mmzoo list encoders | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

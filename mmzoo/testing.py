@@ -30,24 +30,26 @@ encoder of another modality implements ``example_input(batch_size,
 generator)`` (and, for its processor, ``example_raw(batch_size)``) or the
 caller passes ``inputs=``.
 
-Pytest: add ``pytest_plugins = ["mmzoo.testing"]`` to your top-level
-``conftest.py`` (or import the fixture), then::
+Pytest fixtures: import them into your ``conftest.py``
+(``from mmzoo.testing import make_mmzoo_registry, mmzoo_registry``) or list
+``pytest_plugins = ["mmzoo.testing"]`` in the rootdir's ``conftest.py``::
 
-    @pytest.mark.mmzoo_plugins("my_plugin.plugin")
-    def test_it(mmzoo_registry):
-        model = mmzoo.create("my_encoder/concat")   # uses mmzoo_registry
+    def test_it(make_mmzoo_registry):
+        registry = make_mmzoo_registry("my_plugin.plugin")   # built-ins + this plugin
+        model = mmzoo.create("my_encoder/concat")            # uses that registry
 
-``mmzoo_registry`` is a clean :class:`~mmzoo.registry.Registry` holding
-mmzoo's built-in plugins and the plugins named by the marker (entry-point
-names or module names); it is the default registry for the test's duration.
+``make_mmzoo_registry(*plugins, builtins=True)`` builds a clean
+:class:`~mmzoo.registry.Registry` (no entry-point discovery) holding mmzoo's
+built-in plugins and ``plugins`` (entry-point names such as ``"audio"``,
+module names, modules or ``(name, module)`` pairs) and makes it the default
+registry until the test ends; ``mmzoo_registry`` is the same with the
+built-ins only.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import io
-import os
 import subprocess
 import sys
 import tempfile
@@ -120,7 +122,9 @@ def _close(a, b, atol: float = ATOL) -> bool:
 
 
 def _max_diff(a, b) -> float:
-    return float((a.double() - b.double()).abs().max()) if a.shape == b.shape else float("inf")
+    if a.shape != b.shape:
+        return float("inf")
+    return float((a.double() - b.double()).abs().max()) if a.numel() else 0.0
 
 
 def _unregistered(module) -> list[str]:
@@ -232,20 +236,23 @@ def _builder(kind: str, spec: Any, kwargs: Mapping[str, Any] | None, registry, s
         part = NamePart(part.name, {**part.kwargs, **kwargs})
 
         def make(seed: int):
-            torch.manual_seed(seed)
-            return build_part(resolved, part, skip, extra)[0]
+            with torch.random.fork_rng(devices=[]):  # the caller's random state is left alone
+                torch.manual_seed(seed)
+                return build_part(resolved, part, skip, extra)[0]
 
         return f"{kind} {str(part)!r}", make, resolved
     if isinstance(spec, torch.nn.Module):
         def copy_of(seed: int):
-            torch.manual_seed(seed)
-            return spec if seed == 0 else _perturbed_copy(spec)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                return spec if seed == 0 else _perturbed_copy(spec)
 
         return f"{kind} {type(spec).__name__}", copy_of, None
     if callable(spec):
         def call(seed: int):
-            torch.manual_seed(seed)
-            return spec(**kwargs, **extra)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                return spec(**kwargs, **extra)
 
         return f"{kind} {getattr(spec, '__qualname__', repr(spec))}", call, None
     raise TypeError(f"check_{kind} takes a registered name, a class/factory or an instance, "
@@ -420,6 +427,9 @@ def check_encoder(encoder: Any, *, kwargs: Mapping[str, Any] | None = None, inpu
                 valid = out.token_mask & present[:, None]
                 assert _close(out2.tokens[valid], out.tokens[valid], atol), \
                     "valid tokens change when padding ids change"
+    with _check(label, "deterministic in eval"), torch.no_grad():
+        again = _run(enc, x)
+        assert torch.equal(again.pooled, pooled), "two eval forward passes on the same input differ"
     with _check(label, "samples independent"), torch.no_grad():
         for i in range(batch):
             if not bool(present[i]):
@@ -429,9 +439,6 @@ def check_encoder(encoder: Any, *, kwargs: Mapping[str, Any] | None = None, inpu
                 f"sample {i} encoded alone differs from the same sample in a batch "
                 f"(max diff {_max_diff(single.pooled[0], pooled[i]):.3g}); samples must not influence "
                 "each other in eval mode")
-    with _check(label, "deterministic in eval"), torch.no_grad():
-        again = _run(enc, x)
-        assert torch.equal(again.pooled, pooled), "two eval forward passes on the same input differ"
 
     with _check(label, "gradient"):
         enc = _jittered_copy(original := enc).train()  # leaves the checked encoder untouched
@@ -652,6 +659,8 @@ def _check_fusion_once(fusion, kwargs, specs, num_classes, batch_size, registry,
             f"got {y.dtype} {tuple(y.shape)}")
         assert bool(torch.isfinite(y).all()), "output holds NaN or infinity"
 
+    with _check(label, "deterministic in eval"), torch.no_grad():
+        assert torch.equal(_fusion_run(fus, feats, present), y), "two eval forward passes differ"
     with _check(label, "masking exact"), torch.no_grad():
         for slot in specs:
             missing = ~present[slot]
@@ -702,8 +711,6 @@ def _check_fusion_once(fusion, kwargs, specs, num_classes, batch_size, registry,
             assert _close(single[0], y[i], atol), (
                 f"sample {i} fused alone differs from the same sample in a batch (max diff "
                 f"{_max_diff(single[0], y[i]):.3g}); samples must not influence each other in eval mode")
-    with _check(label, "deterministic in eval"), torch.no_grad():
-        assert torch.equal(_fusion_run(fus, feats, present), y), "two eval forward passes differ"
 
     with _check(label, "gradient"):
         fus = _jittered_copy(original := fus).train()  # leaves the checked fusion untouched
@@ -839,21 +846,25 @@ except ImportError:  # pragma: no cover
 
 if pytest is not None:
 
-    def pytest_configure(config):
-        config.addinivalue_line(
-            "markers", "mmzoo_plugins(*plugins, builtins=True): plugins for the mmzoo_registry fixture")
+    @pytest.fixture
+    def make_mmzoo_registry():
+        """A factory: ``make_mmzoo_registry(*plugins, builtins=True)`` returns an
+        :func:`isolated_registry` and makes it the default registry (what
+        ``mmzoo.create``, ``mmzoo.list_*`` and ``mmzoo.load`` use) until the
+        test ends."""
+        stack = contextlib.ExitStack()
+
+        def make(*plugins: Any, builtins: bool = True):
+            return stack.enter_context(use_registry(isolated_registry(*plugins, builtins=builtins)))
+
+        with stack:
+            yield make
 
     @pytest.fixture
-    def mmzoo_registry(request):
-        """A clean registry with mmzoo's built-ins and the plugins named by
-        ``@pytest.mark.mmzoo_plugins(...)``, installed as the default registry."""
-        marker = request.node.get_closest_marker("mmzoo_plugins")
-        plugins = marker.args if marker else ()
-        builtins = marker.kwargs.get("builtins", True) if marker else True
-        with use_registry(isolated_registry(*plugins, builtins=builtins)) as registry:
-            yield registry
+    def mmzoo_registry(make_mmzoo_registry):
+        """A clean default registry holding mmzoo's built-in plugins only."""
+        return make_mmzoo_registry()
 
-    __all__.append("use_registry")
+    __all__ += ["make_mmzoo_registry", "use_registry"]
 else:  # pragma: no cover
-    __all__.append("use_registry")
-    __all__.remove("mmzoo_registry")
+    __all__ = [n for n in __all__ if n != "mmzoo_registry"] + ["use_registry"]

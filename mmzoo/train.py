@@ -273,7 +273,8 @@ def fit(model, train, val=None, *, epochs: int = 10, batch_size: int = 64, lr: f
     ``warmup_steps``: an int number of steps, or a float fraction of all steps
     (when the total is known; else of one epoch). Training stops after
     ``epochs``, ``max_steps``, ``budget_seconds`` of training, or ``patience``
-    epochs without a better validation score, whichever comes first. The model
+    epochs without a better validation score (None or 0: no early stopping),
+    whichever comes first. The model
     ends with its best weights (saved to ``out`` when given). Under
     ``torchrun`` it trains data-parallel (see the module docstring).
     """
@@ -413,7 +414,7 @@ def fit(model, train, val=None, *, epochs: int = 10, batch_size: int = 64, lr: f
             if stop:
                 result.stopped = stop
                 break
-            if patience is not None and val_data is not None and bad_epochs >= patience:
+            if patience and val_data is not None and bad_epochs >= patience:
                 result.stopped = "early_stopping"
                 break
     finally:

@@ -121,6 +121,7 @@ def save_pretrained(model, directory: str | Path) -> Path:
         "num_classes": model.num_classes,
         "labels": model.labels,
         "weights_sha256": hashlib.sha256(weights).hexdigest(),
+        "inputs": list(model.encoders),  # slot order (the keys below are sorted)
         **{k: v for k, v in model.config.items() if k != "name"},
     }
     config["encoders"] = {slot: dict(entry) for slot, entry in config["encoders"].items()}
@@ -197,7 +198,11 @@ def load(path: str | Path, *, strict: bool = True, registry=None):
     registry = registry or default_registry()
     registry._ensure_loaded()
     try:
-        encoders = config["encoders"]
+        order = config.get("inputs") or list(config["encoders"])
+        if sorted(order) != sorted(config["encoders"]):
+            raise WeightsError(f"{directory / CONFIG_NAME}: 'inputs' {order} and 'encoders' "
+                               f"{sorted(config['encoders'])} disagree")
+        encoders = {slot: config["encoders"][slot] for slot in order}
         for entry in [*encoders.values(), config["fusion"]]:
             _check_plugin(entry, registry)
         # kwargs come from the canonical name, which keeps literal types

@@ -5,9 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-#: Small scratch text encoder kwargs (the scratch tokenizer needs vocab_size >= 258).
-TINY_TEXT = "vocab_size=300,embed_dim=16,hidden_size=16"
-
 
 @pytest.fixture(autouse=True)
 def _seed():

@@ -11,9 +11,14 @@ from torch import nn
 import mmzoo
 from mmzoo.components import Encoder, EncoderOutput, Fusion
 from mmzoo.errors import InputError
-from mmzoo.testing import ConformanceError, check_encoder, check_fusion, isolated_registry
-
-pytest_plugins = ["mmzoo.testing"]
+from mmzoo.testing import (  # noqa: F401  (fixtures)
+    ConformanceError,
+    check_encoder,
+    check_fusion,
+    isolated_registry,
+    make_mmzoo_registry,
+    mmzoo_registry,
+)
 
 TEXT = "vocab_size=300,embed_dim=8,hidden_size=8"
 BUILTINS = isolated_registry()
@@ -37,14 +42,7 @@ def test_builtin_encoders(name, registry):
 
 
 def test_cnn(registry):
-    check_encoder("cnn(channels=(4, 8))", registry=registry, fusion=None)
-
-
-@pytest.mark.xfail(reason="core bug: mmzoo.load rebuilds from JSON kwargs, so tuple kwargs come back as "
-                          "lists and the reloaded canonical name differs ('channels=[4, 8]' vs "
-                          "'channels=(4, 8)')", strict=False)
-def test_cnn_model_round_trip(registry):
-    check_encoder("cnn(channels=(4, 8))", registry=registry)
+    check_encoder("cnn(channels=(4, 8))", registry=registry)  # tuple kwargs survive the model round trip
 
 
 @pytest.mark.slow
@@ -218,6 +216,15 @@ def test_kit_catches_encoder_bugs(encoder, check):
         check_encoder(encoder)
 
 
+def test_kit_takes_instances():
+    from mmzoo.components import InputSpec
+
+    check_encoder(GoodEncoder(width=5))
+    check_fusion(GoodFusion({"a": InputSpec(4, 3), "b": InputSpec(6)}))
+    with pytest.raises(ConformanceError, match="masking exact"):
+        check_fusion(MultipliesByMask({"a": 4, "b": 6}))
+
+
 def test_kit_checks_padding():
     check_encoder(MaskedText)
     with pytest.raises(ConformanceError, match="padding ignored"):
@@ -236,10 +243,10 @@ def test_kit_needs_inputs_for_unknown_modalities():
 # ------------------------------------------------------------- the fixture
 
 
-@pytest.mark.mmzoo_plugins("audio", ("extra", "mmzoo.builtin.fusions_plugin"), builtins=False)
-def test_isolated_registry_fixture(mmzoo_registry):
-    assert list(mmzoo_registry.plugins) == ["audio", "extra"]
-    assert mmzoo_registry.plugins["audio"].distribution == "mmzoo-audio"
+def test_isolated_registry_fixture(make_mmzoo_registry):
+    registry = make_mmzoo_registry("audio", ("extra", "mmzoo.builtin.fusions_plugin"), builtins=False)
+    assert list(registry.plugins) == ["audio", "extra"]
+    assert registry.plugins["audio"].distribution == "mmzoo-audio"
     # it is the default registry for the test: the public API sees only these plugins
     assert mmzoo.list_encoders() == ["audio_cnn", "audio_timm"]
     assert "concat" in mmzoo.list_fusions()
@@ -249,4 +256,16 @@ def test_fixture_default_is_builtins_only(mmzoo_registry):
     from mmzoo.registry import default_registry
 
     assert default_registry() is mmzoo_registry
-    assert [p for p in mmzoo_registry.plugins] == ["timm", "text", "hf", "fusions", "tasks"]
+    from mmzoo.plugins import BUILTIN_PLUGINS
+
+    assert list(mmzoo_registry.plugins) == list(BUILTIN_PLUGINS)
+
+
+def test_use_registry_restores_the_default():
+    from mmzoo.registry import default_registry
+    from mmzoo.testing import use_registry
+
+    before = default_registry()
+    with use_registry(isolated_registry(builtins=False)) as registry:
+        assert default_registry() is registry and mmzoo.list_fusions() == []
+    assert default_registry() is before

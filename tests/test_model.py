@@ -6,7 +6,9 @@ import torch
 
 import mmzoo
 from mmzoo.errors import InputError, NameSyntaxError
-from tests.conftest import TINY_TEXT
+
+#: A small scratch text encoder (the scratch tokenizer needs vocab_size >= 258).
+TINY_TEXT = "vocab_size=300,embed_dim=16,hidden_size=16"
 
 TEXT_ENCODERS = [f"lstm({TINY_TEXT})", f"gru({TINY_TEXT},bidirectional=True)",
                  "transformer(vocab_size=300,dim=16,depth=2,heads=2)"]
@@ -194,7 +196,7 @@ def test_presets_and_name_errors():
 def test_seed_parity_survey_model_overfits_a_batch():
     """The survey's CNN + LSTM + concat + softmax, Adam, cross-entropy."""
     torch.manual_seed(0)
-    model = mmzoo.create(f"cnn(channels=(16,))+lstm({TINY_TEXT})/concat(dim=32)", num_classes=10)
+    model = mmzoo.create("survey", num_classes=10)
     images = torch.randn(8, 3, 32, 32)
     ids = torch.randint(1, 300, (8, 6))
     labels = torch.arange(8) % 10

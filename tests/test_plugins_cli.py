@@ -3,6 +3,7 @@ load time and heavy imports (fake plugins installed as real distributions)."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -53,7 +54,7 @@ def test_table(site):
     assert "needs libfoo" in result.stdout
     assert "tokenizers" in row["heavy"] and "fusion:heavy_concat" in row["heavy"]
     assert "pulled in heavy modules" in result.stdout
-    assert "(+8 more; --all lists them)" in row["fusions"]
+    assert re.search(r"\(\+\d+ more; --all lists them\)", row["fusions"])
 
 
 def test_json_all_and_disabled(site):

@@ -147,7 +147,8 @@ def test_clean_registry_and_direct_registration():
     assert info.status == "ok" and registry.list("fusion") == ["mine"]
 
 
-def test_invalid_registrations_are_plugin_errors():
+def test_invalid_registrations_are_plugin_errors(monkeypatch):
+    monkeypatch.delenv("MMZOO_STRICT_PLUGINS", raising=False)
     registry = Registry(autoload=False)
 
     class Bad:

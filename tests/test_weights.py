@@ -10,7 +10,9 @@ from safetensors.torch import load_file, save_file
 import mmzoo
 from mmzoo.errors import PluginError, WeightsError
 from mmzoo.registry import Registry
-from tests.conftest import TINY_TEXT
+
+#: A small scratch text encoder (the scratch tokenizer needs vocab_size >= 258).
+TINY_TEXT = "vocab_size=300,embed_dim=16,hidden_size=16"
 
 NAME = f"test_resnet+lstm({TINY_TEXT})/attention"
 
@@ -199,3 +201,13 @@ def test_minilm_matches_transformers_directly():
     assert torch.allclose(ours, expected, atol=1e-5)
     similar = torch.nn.functional.cosine_similarity(ours[0:1], ours[1:2])
     assert similar < 0.5  # real weights: unrelated sentences are far apart
+
+
+def test_slot_order_survives_save_and_load(tmp_path, images, token_ids):
+    model = mmzoo.create(f"lstm({TINY_TEXT})+cnn(channels=(8,))+cnn/concat", num_classes=2).eval()
+    assert model.inputs == ("text", "image", "image_2")
+    model.save_pretrained(tmp_path / "m")
+    again = mmzoo.load(tmp_path / "m")
+    assert again.inputs == model.inputs and again.name == model.name
+    assert torch.equal(again(text=token_ids, image=images, image_2=images),
+                       model(text=token_ids, image=images, image_2=images))

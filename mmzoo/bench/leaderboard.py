@@ -5,7 +5,6 @@ Pareto front marked; accuracy vs robustness to a missing input)."""
 from __future__ import annotations
 
 import html
-import json
 import math
 import statistics
 from pathlib import Path

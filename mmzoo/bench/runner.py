@@ -27,7 +27,7 @@ __all__ = ["DEFAULTS", "Job", "expand_names", "plan", "run_sweep", "load_suite",
 DEFAULTS: dict[str, Any] = {
     "device": "cpu", "precision": "fp32", "compile": False, "channels_last": False,
     "batch_size": 64, "epochs": 10, "budget_seconds": None, "lr": 1e-3, "weight_decay": 0.01,
-    "warmup": 0.05, "patience": 5, "modality_dropout": 0.0, "data": None, "task_kwargs": {},
+    "warmup": 0.05, "patience": 0, "modality_dropout": 0.0, "data": None, "task_kwargs": {},
     "seeds": 1, "timeout": 1800, "baselines": True, "baseline_fusion": "concat",
     "latency_iters": 50, "throughput_iters": 20, "threads": None,
 }
@@ -352,6 +352,7 @@ def _atomic_write_text(path: str | Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are meant to be shared
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()

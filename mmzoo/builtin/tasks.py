@@ -34,12 +34,16 @@ __all__ = ["DigitsSum", "DigitsPair", "CsvTask"]
 WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
 
-def _digit_images():
+def _digit_images(limit: int | None = None):
     import numpy as np
     from sklearn.datasets import load_digits
 
     digits = load_digits()
     images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)  # (1797, 8, 8), 0..16 -> 0..255
+    if limit is not None:
+        if limit < 10:
+            raise InputError(f"limit must be >= 10 images, got {limit}")
+        return images[:limit], digits.target[:limit].astype(int)
     return images, digits.target.astype(int)
 
 
@@ -67,20 +71,22 @@ class DigitsSum(Task):
     """Image digit ``d`` + text "plus n" -> label ``(d + n) mod 10``.
 
     ``repeats`` pairs every image with that many random numbers; all pairs of
-    one image stay in the same split (grouped by image).
+    one image stay in the same split (grouped by image). ``limit`` uses only
+    the first that many images (quick tests).
     """
 
     TEMPLATES = ("plus {n}", "add {n}", "{n} more", "and then add {n}", "increase by {n}", "+ {n}")
 
-    def __init__(self, seed: int = 0, repeats: int = 2, data: str | None = None):
+    def __init__(self, seed: int = 0, repeats: int = 2, limit: int | None = None, data: str | None = None):
         if data is not None:
             raise InputError("task 'digits-sum' uses scikit-learn's bundled digits and takes no data=")
         super().__init__(name="digits-sum", description=self.__doc__.splitlines()[0],
                          inputs=("image", "text"), labels=[str(i) for i in range(10)], seed=seed)
         self.repeats = int(repeats)
+        self.limit = limit
 
     def load_splits(self) -> dict[str, Split]:
-        images, digits = _digit_images()
+        images, digits = _digit_images(self.limit)
         rng = random.Random(1000 + self.seed)
         image_values, texts, labels, groups = [], [], [], []
         for i, d in enumerate(digits):
@@ -99,14 +105,15 @@ class DigitsPair(Task):
     TEMPLATES = ("a handwritten {n}", "the digit {n}", "this is a {n}", "{n}", "number {n}",
                  "someone wrote {n}")
 
-    def __init__(self, seed: int = 0, data: str | None = None):
+    def __init__(self, seed: int = 0, limit: int | None = None, data: str | None = None):
         if data is not None:
             raise InputError("task 'digits-pair' uses scikit-learn's bundled digits and takes no data=")
         super().__init__(name="digits-pair", description=self.__doc__.splitlines()[0],
                          inputs=("image", "text"), labels=[str(i) for i in range(10)], seed=seed)
+        self.limit = limit
 
     def load_splits(self) -> dict[str, Split]:
-        images, digits = _digit_images()
+        images, digits = _digit_images(self.limit)
         rng = random.Random(2000 + self.seed)
         texts = [rng.choice(self.TEMPLATES).format(n=_number(int(d), rng)) for d in digits]
         labels = [int(d) for d in digits]

@@ -16,5 +16,6 @@ def mmzoo_register(registry):
     registry.add_alias("resnet", "resnet18")
     registry.add_encoder("cnn", "mmzoo.builtin.image:SmallCNN", modality="image",
                          description="small plain CNN (the survey's image branch)")
-    registry.add_model("survey", "cnn+lstm/concat",
-                       description="the survey's model: CNN image branch + LSTM text branch, concatenated")
+    registry.add_model("survey", "cnn(channels=(64,))+lstm(embed_dim=64,hidden_size=64)/concat(dim=0)",
+                       description="the survey's model: a Conv2D(64) image branch and an LSTM(64) text "
+                                   "branch, concatenated, then a softmax classifier")

@@ -13,10 +13,6 @@ from mmzoo.testing import isolated_registry
 #: where the FSDD recordings are found for the task tests (the data is never copied)
 FSDD_CANDIDATES = [os.environ.get("MMZOO_FSDD_ROOT"), Path(__file__).resolve().parents[4] / "shared/data/fsdd"]
 
-#: small encoder kwargs so that the suite stays fast
-TINY_AUDIO = "audio_cnn(width=4,depth=2,n_mels=16,clip_seconds=0.25)"
-TINY_TEXT = "lstm(vocab_size=300,embed_dim=8,hidden_size=8)"
-
 
 @pytest.fixture(autouse=True)
 def _seed():

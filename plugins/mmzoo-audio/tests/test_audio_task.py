@@ -7,7 +7,7 @@ import mmzoo
 from mmzoo.errors import InputError
 from mmzoo_audio.tasks import ENV_VAR
 
-from conftest import TINY_AUDIO
+from audio_names import TINY_AUDIO
 
 
 @pytest.fixture(scope="module")

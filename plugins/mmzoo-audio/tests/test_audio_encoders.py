@@ -6,7 +6,7 @@ from mmzoo.errors import InputError
 from mmzoo.testing import check_encoder, check_plugin
 from mmzoo_audio.encoders import AudioCNN, AudioTimm
 
-from conftest import TINY_AUDIO
+from audio_names import TINY_AUDIO
 
 
 def test_plugin_module_is_light_and_registers():
