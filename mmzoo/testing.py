@@ -488,7 +488,7 @@ def _check_model_round_trip(label: str, encoder: str, kwargs, fusion: str, x_raw
     import torch
 
     import mmzoo
-    from mmzoo.names import NamePart, format_part, parse_part
+    from mmzoo.names import format_part, parse_part
 
     registry = _registry(registry)
     if fusion not in registry.list("fusion"):

@@ -8,13 +8,11 @@ They take token ids padded on the right with id 0 (see
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from mmzoo.builtin.layers import TransformerBlock
 from mmzoo.components import EncoderOutput, TextEncoder
 from mmzoo.errors import InputError
 
@@ -78,29 +76,6 @@ class GRUEncoder(_RNNEncoder):
     rnn_class = nn.GRU
 
 
-class _Block(nn.Module):
-    """Pre-norm transformer block using scaled_dot_product_attention."""
-
-    def __init__(self, dim: int, heads: int, mlp_ratio: float, dropout: float):
-        super().__init__()
-        self.heads = heads
-        self.dropout = dropout
-        self.norm1 = nn.LayerNorm(dim)
-        self.qkv = nn.Linear(dim, dim * 3)
-        self.proj = nn.Linear(dim, dim)
-        self.norm2 = nn.LayerNorm(dim)
-        self.mlp = nn.Sequential(nn.Linear(dim, int(dim * mlp_ratio)), nn.GELU(),
-                                 nn.Linear(int(dim * mlp_ratio), dim), nn.Dropout(dropout))
-
-    def forward(self, x: Tensor, key_mask: Tensor) -> Tensor:
-        b, t, d = x.shape
-        q, k, v = self.qkv(self.norm1(x)).reshape(b, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        attn = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask[:, None, None, :],
-                                              dropout_p=self.dropout if self.training else 0.0)
-        x = x + self.proj(attn.transpose(1, 2).reshape(b, t, d))
-        return x + self.mlp(self.norm2(x))
-
-
 class TransformerTextEncoder(_ScratchText):
     """Token + learned position embeddings, a CLS token, ``depth`` pre-norm
     blocks. The CLS token is always a valid key, so no query is ever fully
@@ -122,7 +97,8 @@ class TransformerTextEncoder(_ScratchText):
         self.cls = nn.Parameter(torch.zeros(1, 1, dim))
         nn.init.trunc_normal_(self.position, std=0.02)
         nn.init.trunc_normal_(self.cls, std=0.02)
-        self.blocks = nn.ModuleList(_Block(dim, heads, mlp_ratio, dropout) for _ in range(depth))
+        self.blocks = nn.ModuleList(
+            TransformerBlock(dim, heads, mlp_ratio=mlp_ratio, dropout=dropout) for _ in range(depth))
         self.norm = nn.LayerNorm(dim)
         self.num_features = self.token_features = dim
 
