@@ -136,6 +136,12 @@ def _world_size() -> int:
     return 1
 
 
+def _distributed() -> bool:
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized()
+
+
 def _rank() -> int:
     import torch.distributed as dist
 
@@ -145,14 +151,15 @@ def _rank() -> int:
 
 
 def setup_distributed(device: str | None = None) -> torch.device:
-    """Initialise ``torch.distributed`` when launched by ``torchrun``
-    (``WORLD_SIZE`` > 1): ``nccl`` with one GPU per local rank, else ``gloo``.
+    """Initialise ``torch.distributed`` when launched by ``torchrun`` (even
+    with one process): ``nccl`` with one GPU per local rank, else ``gloo``.
     Returns the device this process trains on."""
     import torch.distributed as dist
 
     use_cuda = (device or ("cuda" if torch.cuda.is_available() else "cpu")).startswith("cuda")
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
+    launched = all(k in os.environ for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR"))  # by torchrun
+    if (launched or world > 1) and not dist.is_initialized():
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
     if use_cuda:
         local = int(os.environ.get("LOCAL_RANK", "0"))
@@ -272,10 +279,11 @@ def fit(model, train, val=None, *, epochs: int = 10, batch_size: int = 64, lr: f
 
     ``warmup_steps``: an int number of steps, or a float fraction of all steps
     (when the total is known; else of one epoch). Training stops after
-    ``epochs``, ``max_steps``, ``budget_seconds`` of training, or ``patience``
-    epochs without a better validation score (None or 0: no early stopping),
-    whichever comes first. The model
-    ends with its best weights (saved to ``out`` when given). Under
+    ``epochs``, ``max_steps``, ``budget_seconds`` of training (the first step,
+    which holds one-off costs such as ``torch.compile``, is not charged), or
+    ``patience`` epochs without a better validation score (None or 0: no early
+    stopping), whichever comes first. The model ends with its best weights
+    (saved to ``out`` when given). Under
     ``torchrun`` it trains data-parallel (see the module docstring).
     """
     from tqdm.auto import tqdm
@@ -301,7 +309,7 @@ def fit(model, train, val=None, *, epochs: int = 10, batch_size: int = 64, lr: f
     if channels_last:
         model.to(memory_format=torch.channels_last)
     net: nn.Module = model
-    if world > 1:
+    if _distributed():
         from torch.nn.parallel import DistributedDataParallel
 
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
@@ -373,11 +381,12 @@ def fit(model, train, val=None, *, epochs: int = 10, batch_size: int = 64, lr: f
                     result.first_step_s = time.perf_counter() - epoch_start
                     first_samples = result.samples
                 bar.update(1)
-                if step % 10 == 0:
+                if step % 10 == 0 and not bar.disable:  # .item() syncs the GPU: only for a visible bar
                     bar.set_postfix(loss=f"{loss.item():.3f}", epoch=epoch)
                 if max_steps is not None and step >= max_steps:
                     stop = "max_steps"
-                elif budget_seconds is not None and train_time + time.perf_counter() - epoch_start >= budget_seconds:
+                elif (budget_seconds is not None  # the first step (compile, lazy init) is not charged
+                      and train_time + time.perf_counter() - epoch_start - result.first_step_s >= budget_seconds):
                     stop = "budget"
                 if world > 1 and budget_seconds is not None:
                     stop = _agree(stop, device)

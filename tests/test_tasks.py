@@ -179,3 +179,20 @@ def test_csv_task_too_few_groups_is_an_error(tmp_path):
     _write_csv(tmp_path / "d.csv", [(f"{i}.png", "t", "a", "same") for i in range(4)])
     with pytest.raises(InputError, match="split is empty"):
         mmzoo.get_task("csv", data=tmp_path / "d.csv", group_column="speaker").splits()
+
+
+def test_mmzoo_train_cli_on_a_csv_file(tmp_path, capsys):
+    from mmzoo.cli import main
+
+    _write_images(tmp_path / "img", 30)
+    _write_csv(tmp_path / "data.csv", [(f"img/{i}.png", f"a {'cat' if i % 2 else 'dog'} photo", i % 2, f"g{i // 3}")
+                                       for i in range(30)])
+    name = "cnn(channels=(4,),img_size=8)+lstm(hidden_size=8,embed_dim=8,vocab_size=300)/concat"
+    assert main(["train", name, "--task", "csv", "--data", str(tmp_path / "data.csv"), "--epochs", "2",
+                 "--batch-size", "8", "--device", "cpu", "--no-progress", "--out", str(tmp_path / "run")]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["task"] == "csv" and 0.0 <= summary["test_accuracy"] <= 1.0
+    assert set(summary["test_accuracy_missing"]) == {"image", "text"}
+    assert mmzoo.load(tmp_path / "run").labels == ["0", "1"]
+    assert main(["train", name, "--task", "csv", "--epochs", "1"]) == 2          # no --data: a clear error
+    assert "pass data=PATH" in capsys.readouterr().err

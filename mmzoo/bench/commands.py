@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -25,8 +26,9 @@ def train(args: argparse.Namespace) -> int:
     splits = task.splits()
     model = mmzoo.create(args.name, num_classes=task.num_classes, labels=list(task.labels),
                          drop_rate=args.drop_rate)
-    print(f"training {model.name} on {args.task}: {len(splits['train'])} train / {len(splits['val'])} val / "
-          f"{len(splits['test'])} test samples", file=sys.stderr)
+    if os.environ.get("RANK", "0") == "0":
+        print(f"training {model.name} on {args.task}: {len(splits['train'])} train / {len(splits['val'])} val / "
+              f"{len(splits['test'])} test samples", file=sys.stderr)
 
     def log(record):
         extra = "".join(f" {k} {record[k]:.4f}" for k in ("val_accuracy", "val_macro_f1") if k in record)

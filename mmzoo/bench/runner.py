@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import subprocess
 import sys
@@ -174,7 +175,7 @@ def append_row(path: str | Path, row: Mapping[str, Any]) -> None:
     under an exclusive lock, then fsync (safe for shards sharing a file)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = (json.dumps(row, sort_keys=True, default=str) + "\n").encode("utf-8")
+    data = (json.dumps(_strict_json(row), sort_keys=True, default=str, allow_nan=False) + "\n").encode("utf-8")
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         try:
@@ -190,6 +191,17 @@ def append_row(path: str | Path, row: Mapping[str, Any]) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _strict_json(value: Any) -> Any:
+    """NaN/inf -> None, so every line is standard JSON for any reader."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {k: _strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict_json(v) for v in value]
+    return value
 
 
 def read_rows(path: str | Path) -> list[dict[str, Any]]:
