@@ -244,3 +244,14 @@ def test_hf_encoder_takes_its_pad_id_from_the_config(tmp_path, images):
                        model(image=images, text={"input_ids": ids, "attention_mask": mask}))
     model(image=images, text=ids).sum().backward()
     assert all(p.grad is not None for p in encoder.parameters() if p.requires_grad)
+
+
+def test_packed_recurrent_encoders_are_visible_to_the_flop_counter(token_ids):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    encoder = mmzoo.create(f"lstm({TINY_TEXT})/mean").encoders["text"].eval()
+    x, _ = encoder.prepare_input(token_ids, "text")
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        encoder(x)
+    steps = int((token_ids != 0).sum())  # 6 + 3 real tokens
+    assert counter.get_total_flops() == steps * 2 * 4 * 16 * (16 + 16)

@@ -78,8 +78,9 @@ def count_params(model) -> dict[str, Any]:
 
 
 def flops_per_sample(model, batch: Mapping[str, Any], n: int) -> float | None:
-    """Forward FLOPs per sample counted by ``torch.utils.flop_counter`` (ops
-    it has no formula for, such as recurrent cells on some backends, count 0)."""
+    """Forward FLOPs per sample counted by ``torch.utils.flop_counter``. Ops it
+    has no formula for count 0: packed LSTM/GRU decompose into counted matrix
+    products on CPU, cuDNN's fused recurrent kernel on GPU does not."""
     from torch.utils.flop_counter import FlopCounterMode
 
     model.eval()
