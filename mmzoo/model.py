@@ -86,18 +86,23 @@ class MultimodalModel(nn.Module):
         return f"name={self.name!r}, num_classes={self.num_classes}"
 
     # ---------------------------------------------------------------- forward
-    def forward(self, present: Mapping[str, Any] | None = None, **inputs: Any) -> Tensor:
+    def forward(self, *args: Any, present: Mapping[str, Any] | None = None, **inputs: Any) -> Tensor:
+        if args:
+            raise InputError(
+                f"pass inputs by name, e.g. model({', '.join(f'{s}=...' for s in self.inputs)}); "
+                f"got {len(args)} positional argument(s)"
+            )
         feats, present_masks = self.encode(present=present, **inputs)
         return self.head(self.fusion(feats, present_masks))
 
-    def forward_features(self, present: Mapping[str, Any] | None = None, **inputs: Any) -> Tensor:
+    def forward_features(self, *, present: Mapping[str, Any] | None = None, **inputs: Any) -> Tensor:
         """The fused (B, num_features) embedding, before the head."""
         if self.fusion.decision_level and self.num_classes > 0:
             raise InputError("a decision-level fusion with num_classes > 0 has no shared embedding")
         feats, present_masks = self.encode(present=present, **inputs)
         return self.fusion(feats, present_masks)
 
-    def encode(self, present: Mapping[str, Any] | None = None, **inputs: Any
+    def encode(self, *, present: Mapping[str, Any] | None = None, **inputs: Any
                ) -> tuple[dict[str, EncoderOutput], dict[str, Tensor]]:
         """Run the encoders; return per-input features and (B,) presence masks."""
         unknown = sorted(set(inputs) - set(self.encoders))

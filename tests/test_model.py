@@ -111,6 +111,12 @@ def test_bad_inputs_raise_input_error(kwargs, message):
         model(**kwargs)
 
 
+def test_inputs_must_be_named(images):
+    model = mmzoo.create(f"cnn+lstm({TINY_TEXT})/concat", num_classes=3)
+    with pytest.raises(InputError, match=r"pass inputs by name, e\.g\. model\(image=\.\.\., text=\.\.\.\)"):
+        model(images)
+
+
 def test_no_sample_may_lose_every_input(images, token_ids):
     model = mmzoo.create(f"cnn+lstm({TINY_TEXT})/concat", num_classes=3)
     with pytest.raises(InputError, match=r"sample\(s\) \[1\]"):
