@@ -87,7 +87,7 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # failures are shown in the table
-            registry._ensure_loaded()
+            registry.plugins  # discover now, with warnings silenced
     finally:
         if strict is not None:
             os.environ["MMZOO_STRICT_PLUGINS"] = strict

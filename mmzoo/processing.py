@@ -17,9 +17,9 @@ __all__ = ["ImageProcessor", "ScratchTextProcessor", "HFTextProcessor", "Multimo
 
 
 def _as_list(values: Any, slot: str) -> list[Any]:
-    if isinstance(values, (str, bytes, Path)) or not isinstance(values, Sequence):
-        if hasattr(values, "__array__") and getattr(values, "ndim", 0) >= 1 and not isinstance(values, (str, Path)):
-            return list(values)
+    """One item per sample: a list/tuple, or an array/tensor split along dim 0."""
+    is_batch_array = hasattr(values, "__array__") and getattr(values, "ndim", 0) >= 1
+    if isinstance(values, (str, bytes, Path)) or not (isinstance(values, Sequence) or is_batch_array):
         raise InputError(f"processor input {slot!r} must be a list (one item per sample), "
                          f"got {type(values).__name__}")
     return list(values)

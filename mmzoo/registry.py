@@ -131,13 +131,19 @@ class Registry:
         self._components: dict[str, dict[str, list[ComponentInfo]]] = {k: {} for k in KINDS}
         self._aliases: dict[str, dict[str, tuple[str, str]]] = {k: {} for k in KINDS}
         self._resolvers: dict[str, ResolverInfo] = {}
-        self.plugins: dict[str, PluginInfo] = {}
+        self._plugins: dict[str, PluginInfo] = {}
         self._current_plugin: str | None = None
         self._autoload = autoload
         self._loaded = not autoload
         self._lock = threading.RLock()
 
     # ------------------------------------------------------------ loading
+    @property
+    def plugins(self) -> dict[str, PluginInfo]:
+        """What discovery learned about each plugin, by name (discovers on first use)."""
+        self._ensure_loaded()
+        return self._plugins
+
     def _ensure_loaded(self) -> None:
         if self._loaded:
             return
@@ -287,8 +293,7 @@ class Registry:
             if ":" in target:
                 namespace, _, ident = target.partition(":")
                 resolver = self._resolvers.get(namespace)
-                owned = any(c.plugin == namespace for c in self._components[kind].get(ident, []))
-                if resolver is not None and not owned:
+                if resolver is not None and not self.owns(kind, ident, namespace):
                     factory = self._call_resolver(resolver, ident)
                     if factory is None:
                         raise self._unknown(kind, target, namespace=resolver)
@@ -380,13 +385,10 @@ class Registry:
             chosen = [n for n in chosen if not _matches(n, exclude_filters)]
         return sorted(chosen, key=_natural_key)
 
-    def info(self, kind: str, name: str) -> ComponentInfo:
-        return self.get(kind, name)
-
-    @property
-    def resolvers(self) -> dict[str, ResolverInfo]:
+    def owns(self, kind: str, name: str, plugin: str | None) -> bool:
+        """Whether ``plugin`` registered a component ``name`` of ``kind``."""
         self._ensure_loaded()
-        return dict(self._resolvers)
+        return any(c.plugin == plugin for c in self._components[kind].get(name, []))
 
 
 _DEFAULT: Registry | None = None

@@ -180,8 +180,7 @@ def _part_name(entry: Mapping[str, Any], kind: str, registry) -> str:
     """The name to rebuild a part with: qualified by its plugin when that
     plugin registered it under this short name (avoids ambiguity)."""
     name = entry["name"]
-    if ":" not in name and any(c.plugin == entry.get("plugin")
-                               for c in registry._components[kind].get(name, [])):
+    if ":" not in name and registry.owns(kind, name, entry.get("plugin")):
         return f"{entry['plugin']}:{name}"
     return name
 
@@ -196,7 +195,6 @@ def load(path: str | Path, *, strict: bool = True, registry=None):
     _refuse_pickle(directory)
     config = _read_config(directory)
     registry = registry or default_registry()
-    registry._ensure_loaded()
     try:
         order = config.get("inputs") or list(config["encoders"])
         if sorted(order) != sorted(config["encoders"]):
