@@ -51,12 +51,19 @@ def build_part(resolved: Resolved, part: NamePart, skip: set[str], extra: Mappin
                 f"{resolved.kind} {resolved.name!r} has no argument {', '.join(hints)}; "
                 f"it accepts {', '.join(sorted(accepted)) or 'no arguments'}"
             )
+    spelled = format_part(resolved.name, kwargs)
     try:
         component = resolved.factory(**kwargs, **dict(extra or {}))
     except MMZooError:
         raise
-    except TypeError as exc:
-        raise InputError(f"cannot build {resolved.kind} {format_part(resolved.name, kwargs)!r}: {exc}") from exc
+    except Exception as exc:  # any constructor failure names the part, the original is chained
+        raise InputError(
+            f"cannot build {resolved.kind} {spelled!r}: {type(exc).__name__}: {exc}. "
+            f"Check its arguments ({', '.join(sorted(kwargs)) or 'none given'})"
+        ) from exc
+    if component is None:
+        raise InputError(f"cannot build {resolved.kind} {spelled!r}: its factory returned None "
+                         f"(plugin {resolved.plugin!r} must return a module)")
     weight_only = set(getattr(component, "weight_kwargs", ()))
     canonical = {k: v for k, v in {**defaults, **kwargs}.items() if k not in weight_only}
     return component, canonical

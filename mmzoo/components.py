@@ -194,6 +194,9 @@ class TextEncoder(Encoder):
                 f"{tuple(ids.shape)}"
             )
         mask = mask.bool()
+        if ids.shape[1] == 0:  # every text of the batch is empty: one pad column, all missing
+            ids = ids.new_full((ids.shape[0], 1), self.pad_token_id)
+            mask = mask.new_zeros((ids.shape[0], 1))
         return {"input_ids": ids.long(), "attention_mask": mask}, mask.any(1)
 
     def batch_size(self, x: Any) -> int:

@@ -123,6 +123,9 @@ class MultimodalModel(nn.Module):
         batch = next(iter(sizes.values()))
         if len(set(sizes.values())) > 1:
             raise InputError(f"inputs disagree on the batch size: {sizes}")
+        if batch == 0:
+            raise InputError(f"the batch is empty (0 samples in {', '.join(sizes)}); "
+                             "pass at least one sample")
         device = self._device()
         masks = self._presence(present, prepared, content, batch, device)
         feats: dict[str, EncoderOutput] = {}

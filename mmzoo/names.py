@@ -32,6 +32,11 @@ _ID = r"[A-Za-z0-9_.\-/~@]+"
 _IDENT_RE = re.compile(rf"(?:(?P<namespace>{_NAMESPACE}):)?(?P<id>{_ID})")
 _KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _LITERAL_ERRORS = (SyntaxError, ValueError, TypeError, MemoryError, RecursionError)
+#: longest name accepted; a longer string is refused before it is scanned
+MAX_NAME_LENGTH = 10_000
+#: integer literals are bounded so that every parsed name can be printed again
+MAX_INT_DIGITS = 100
+_LITERAL_TYPES = "int, float, bool, str, None or a tuple of them"
 
 
 @dataclass(frozen=True)
@@ -142,15 +147,32 @@ def _parse_kwargs(source: str, full: str, column: int) -> dict[str, Any]:
         if keyword.arg in kwargs:
             raise NameSyntaxError(f"argument {keyword.arg!r} is given twice", full, where)
         try:
-            kwargs[keyword.arg] = ast.literal_eval(keyword.value)
+            value = ast.literal_eval(keyword.value)
         except _LITERAL_ERRORS:
             raise NameSyntaxError(
-                f"the value of {keyword.arg!r} is not a Python literal "
-                "(int, float, bool, str, None or a tuple of them)",
+                f"the value of {keyword.arg!r} is not a Python literal ({_LITERAL_TYPES})",
                 full,
                 where,
             ) from None
+        problem = _literal_problem(value)
+        if problem:
+            raise NameSyntaxError(f"the value of {keyword.arg!r} {problem}", full, where)
+        kwargs[keyword.arg] = value
     return kwargs
+
+
+def _literal_problem(value: Any) -> str | None:
+    """Why ``value`` may not appear in a name, or None: only the documented
+    literal types, and integers short enough to be printed back."""
+    if value is None or isinstance(value, (bool, float, str)):
+        return None
+    if isinstance(value, int):
+        if value.bit_length() > MAX_INT_DIGITS * 3.33:
+            return f"is an integer of more than {MAX_INT_DIGITS} digits"
+        return None
+    if isinstance(value, tuple):
+        return next((p for p in map(_literal_problem, value) if p), None)
+    return f"is a {type(value).__name__}; a name allows only {_LITERAL_TYPES}"
 
 
 def _parse_part(text: str, offset: int, full: str, what: str) -> NamePart:
@@ -180,10 +202,10 @@ def _parse_part(text: str, offset: int, full: str, what: str) -> NamePart:
 
 
 def _first_bad_char(ident: str) -> int:
-    for i in range(len(ident), 0, -1):
-        if _IDENT_RE.fullmatch(ident[:i]):
-            return i
-    return 0
+    """Index of the first character that cannot be part of an identifier
+    (one regex match from the start: linear in the length of ``ident``)."""
+    match = _IDENT_RE.match(ident)
+    return match.end() if match else 0
 
 
 def _split(text: str, offset: int, full: str, separator: str) -> list[tuple[str, int]]:
@@ -197,10 +219,18 @@ def _split(text: str, offset: int, full: str, separator: str) -> list[tuple[str,
     return pieces
 
 
+def _check_length(text: str) -> None:
+    if len(text) > MAX_NAME_LENGTH:
+        raise NameSyntaxError(
+            f"the name is {len(text):,} characters long; names are limited to {MAX_NAME_LENGTH:,}",
+            text[:40] + "...", 40)
+
+
 def parse_part(text: str) -> NamePart:
     """Parse one part on its own, e.g. ``"lstm(hidden_size=64)"``."""
     if not isinstance(text, str):
         raise TypeError(f"a name part must be a str, not {type(text).__name__}")
+    _check_length(text)
     return _parse_part(text, 0, text, "part")
 
 
@@ -212,6 +242,7 @@ def parse_name(name: str) -> ModelName:
     """
     if not isinstance(name, str):
         raise TypeError(f"a model name must be a str, not {type(name).__name__}")
+    _check_length(name)
     top = _top_level(name, 0, name)
     slashes = [i for ch, i in top if ch == "/"]
     if not slashes:

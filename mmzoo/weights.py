@@ -17,6 +17,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Mapping
@@ -31,6 +32,8 @@ WEIGHTS_NAME = "model.safetensors"
 PROCESSOR_DIR = "processor"
 FORMAT_VERSION = 1
 PICKLE_SUFFIXES = {".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle"}
+#: a distribution name as PEP 508 allows it (nothing a shell would interpret)
+_DISTRIBUTION_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?")
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -153,12 +156,18 @@ def _read_config(directory: Path) -> dict[str, Any]:
     if not isinstance(config, dict) or config.get("format") != "mmzoo":
         raise WeightsError(f"{path} is not an mmzoo config (no \"format\": \"mmzoo\")")
     version = config.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if not isinstance(version, int) or isinstance(version, bool) or version > FORMAT_VERSION:
         raise WeightsError(f"{path} has format_version {version!r}; this mmzoo reads up to "
                            f"{FORMAT_VERSION}: upgrade mmzoo")
     for key in ("name", "encoders", "fusion", "num_classes"):
         if key not in config:
             raise WeightsError(f"{path} lacks the field {key!r}")
+    types = {"name": str, "encoders": dict, "fusion": dict, "num_classes": int}
+    for key, kind in types.items():
+        value = config[key]
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise WeightsError(f"{path}: field {key!r} must be a {kind.__name__}, "
+                               f"got {type(value).__name__} {value!r:.60}")
     return config
 
 
@@ -167,13 +176,34 @@ def _check_plugin(entry: Mapping[str, Any], registry) -> None:
     info = registry.plugins.get(plugin) if plugin else None
     if plugin and (info is None or info.status != "ok"):
         dist = entry.get("distribution") or plugin
-        state = "is not installed" if info is None else f"is {info.status}" + (
-            f" ({info.error})" if info.error else "")
+        if not isinstance(dist, str) or not _DISTRIBUTION_RE.fullmatch(dist):
+            raise WeightsError(f"config.json names distribution {dist!r} for plugin {plugin!r}, "
+                               "which is not a valid distribution name (PEP 508)")
+        if info is not None:
+            state = f"plugin {plugin!r} is {info.status}" + (f" ({info.error})" if info.error else "")
+            action = f"Enable or repair plugin {plugin!r} (see `mmzoo plugins`)"
+        elif _installed(dist):
+            state = (f"distribution {dist!r} is installed and no plugin {plugin!r} is loaded (disabled "
+                     "through MMZOO_LOAD_PLUGINS / MMZOO_DISABLE_PLUGINS, or a version that names it otherwise)")
+            action = ("Check `mmzoo plugins`, or install the version the model was saved with: "
+                      f"pip install '{dist}=={entry.get('plugin_version')}'")
+        else:
+            state = f"distribution {dist!r} is not installed"
+            action = f"Install it with: pip install '{dist}'"
         raise PluginError(
             f"this model needs component {entry.get('name')!r} from plugin {plugin!r} "
-            f"(distribution {dist!r}, version {entry.get('plugin_version')}), which {state}. "
-            f"Install it with: pip install {dist}"
+            f"(distribution {dist!r}, version {entry.get('plugin_version')}), but {state}. {action}"
         )
+
+
+def _installed(distribution: str) -> bool:
+    from importlib import metadata
+
+    try:
+        metadata.distribution(distribution)
+    except metadata.PackageNotFoundError:
+        return False
+    return True
 
 
 def _part_name(entry: Mapping[str, Any], kind: str, registry) -> str:
@@ -185,8 +215,11 @@ def _part_name(entry: Mapping[str, Any], kind: str, registry) -> str:
     return name
 
 
-def load(path: str | Path, *, strict: bool = True, registry=None):
-    """Load a model saved with ``save_pretrained`` (returned in eval mode)."""
+def load(path: str | Path, *, strict: bool = True, verify_checksum: bool = True, registry=None):
+    """Load a model saved with ``save_pretrained`` (returned in eval mode).
+
+    The weights must match the SHA-256 recorded in ``config.json``; a config
+    without one is refused unless ``verify_checksum=False``."""
     from mmzoo.builder import create
     from mmzoo.names import ModelName, NamePart, parse_name
     from mmzoo.registry import default_registry
@@ -230,9 +263,14 @@ def load(path: str | Path, *, strict: bool = True, registry=None):
                            f"{list(encoders)}")
 
     weights_path = directory / WEIGHTS_NAME
-    if weights_path.is_file() and config.get("weights_sha256"):
+    expected = config.get("weights_sha256")
+    if verify_checksum and (not isinstance(expected, str) or not expected):
+        raise WeightsError(f"{directory / CONFIG_NAME} records no weights_sha256, so the weights cannot "
+                           "be checked against it; re-save the model, or pass verify_checksum=False "
+                           "if you trust the folder")
+    if verify_checksum and weights_path.is_file():
         digest = hashlib.sha256(weights_path.read_bytes()).hexdigest()
-        if digest != config["weights_sha256"]:
+        if digest != expected:
             raise WeightsError(f"{weights_path} does not match {CONFIG_NAME} (different SHA-256): "
                                "the save was interrupted or the files come from different checkpoints")
     state = read_safetensors(weights_path)
@@ -247,6 +285,11 @@ def load_state(model, state: Mapping[str, Any], *, strict: bool, source: str) ->
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     mismatched = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
+    wrong_dtype = sorted(k for k in set(own) & set(state)
+                         if k not in mismatched and own[k].dtype != state[k].dtype)
+    if wrong_dtype:  # never cast silently (an int tensor into a float parameter)
+        raise WeightsError(f"{source} does not match the model's dtypes: " + ", ".join(
+            f"{k}: checkpoint {state[k].dtype} vs model {own[k].dtype}" for k in wrong_dtype[:10]))
     if strict and (missing or unexpected or mismatched):
         parts = []
         if missing:

@@ -1,5 +1,6 @@
 """save_pretrained / mmzoo.load: round trips, strictness, safety and error cases."""
 
+import hashlib
 import json
 import shutil
 
@@ -81,8 +82,8 @@ def _rewrite_weights(path, change):
     state = load_file(path / "model.safetensors")
     change(state)
     save_file(state, path / "model.safetensors")
-    config = json.loads((path / "config.json").read_text())
-    config.pop("weights_sha256")
+    config = json.loads((path / "config.json").read_text())  # a consistent folder: record the new digest
+    config["weights_sha256"] = hashlib.sha256((path / "model.safetensors").read_bytes()).hexdigest()
     (path / "config.json").write_text(json.dumps(config))
 
 
@@ -111,10 +112,10 @@ def test_truncated_and_corrupt_files(saved):
     (path / "config.json").write_text(json.dumps(config))
     (path / "model.safetensors").write_bytes(data[: len(data) // 2])
     with pytest.raises(WeightsError, match="truncated or corrupt"):
-        mmzoo.load(path)
+        mmzoo.load(path, verify_checksum=False)
     (path / "model.safetensors").write_bytes(b"\x00garbage" * 3)
     with pytest.raises(WeightsError, match="truncated or corrupt"):
-        mmzoo.load(path)
+        mmzoo.load(path, verify_checksum=False)
     (path / "config.json").write_text("{not json")
     with pytest.raises(WeightsError, match="not valid JSON"):
         mmzoo.load(path)
@@ -150,8 +151,28 @@ def test_loading_never_imports_named_modules(saved, monkeypatch):
 def test_missing_plugin_is_named(saved):
     _, path = saved
     registry = Registry(autoload=False)
-    with pytest.raises(PluginError, match="plugin 'timm'.*pip install mmzoo"):
+    # mmzoo is installed; what is missing is the plugin, and the message says which
+    with pytest.raises(PluginError, match="plugin 'timm'.*distribution 'mmzoo' is installed and "
+                                          "no plugin 'timm' is loaded"):
         mmzoo.load(path, registry=registry)
+
+
+def _tamper(path, **fields):
+    config = json.loads((path / "config.json").read_text())
+    for slot in config["encoders"].values():
+        slot.update(fields)
+    (path / "config.json").write_text(json.dumps(config))
+
+
+def test_distribution_in_hint_is_validated_and_quoted(saved):
+    _, path = saved
+    _tamper(path, distribution="foo; rm -rf ~", plugin="absent")
+    with pytest.raises(WeightsError, match="not a valid distribution name"):
+        mmzoo.load(path)
+    _tamper(path, distribution="mmzoo-not-installed-anywhere", plugin="absent")
+    with pytest.raises(PluginError, match="distribution 'mmzoo-not-installed-anywhere' is not installed.*"
+                                          "pip install 'mmzoo-not-installed-anywhere'"):
+        mmzoo.load(path)
 
 
 def test_tied_weights_are_saved(tmp_path, images):

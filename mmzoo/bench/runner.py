@@ -176,7 +176,7 @@ def append_row(path: str | Path, row: Mapping[str, Any]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     data = (json.dumps(_strict_json(row), sort_keys=True, default=str, allow_nan=False) + "\n").encode("utf-8")
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)  # read: torn-line check
     try:
         try:
             import fcntl
@@ -184,6 +184,8 @@ def append_row(path: str | Path, row: Mapping[str, Any]) -> None:
             fcntl.flock(fd, fcntl.LOCK_EX)
         except ImportError:  # pragma: no cover - Windows
             pass
+        if _ends_torn(fd):  # a killed writer left half a line: never glue a row onto it
+            data = b"\n" + data
         view = memoryview(data)
         while view:
             written = os.write(fd, view)
@@ -191,6 +193,12 @@ def append_row(path: str | Path, row: Mapping[str, Any]) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _ends_torn(fd: int) -> bool:
+    """Whether the file behind ``fd`` is non-empty and lacks a final newline."""
+    size = os.fstat(fd).st_size
+    return size > 0 and os.pread(fd, 1, size - 1) != b"\n"
 
 
 def _strict_json(value: Any) -> Any:
@@ -205,19 +213,28 @@ def _strict_json(value: Any) -> Any:
 
 
 def read_rows(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of a results file (missing file: none). A torn last line from a
-    killed writer is skipped."""
+    """Rows of a results file (missing file: none). Lines that are not a JSON
+    object (a torn line from a killed writer, a stray byte that is not UTF-8,
+    a JSON array) are skipped and reported; a byte-order mark is ignored."""
     path = Path(path)
     if not path.exists():
         return []
     rows = []
-    for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
+    for line_no, raw in enumerate(path.read_bytes().split(b"\n"), 1):
+        if line_no == 1 and raw.startswith(b"\xef\xbb\xbf"):
+            raw = raw[3:]
+        if not raw.strip():
             continue
         try:
-            rows.append(json.loads(line))
-        except ValueError:
-            print(f"mmzoo bench: skipping unreadable line {line_no} of {path}", file=sys.stderr)
+            row = json.loads(raw.decode("utf-8"))
+        except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+            print(f"mmzoo bench: skipping unreadable line {line_no} of {path} ({exc})", file=sys.stderr)
+            continue
+        if not isinstance(row, dict):
+            print(f"mmzoo bench: skipping line {line_no} of {path}: a {type(row).__name__}, "
+                  "not a JSON object", file=sys.stderr)
+            continue
+        rows.append(row)
     return rows
 
 
@@ -234,7 +251,10 @@ def load_suite(path: str | Path) -> list[tuple[list[str], str, dict[str, Any]]]:
         names = ["cnn+lstm/*"]
         epochs = 12           # any setting, for this run only
     """
-    import tomllib
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # Python 3.10: the backport, a conditional dependency
+        import tomli as tomllib
 
     path = Path(path)
     try:

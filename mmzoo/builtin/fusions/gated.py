@@ -34,6 +34,11 @@ class GatedFusion(Fusion):
     missing input's slot of the gate input is zero. With one input there is
     no gate: ``h = tanh(W_1 z_1 + b_1)``.
 
+    For three or more inputs this is a *softmax* variant: the gates compete
+    (they sum to 1 over present inputs per feature), whereas the paper
+    defines only the two-input unit with one sigmoid gate. It is not an
+    n-way GMU with independent sigmoid gates.
+
     Parameters: :math:`\sum_i (D_i + 1)\,dim` + :math:`(\sum_i D_i + 1)\,n\,dim` for
     ``n >= 2`` (+ :math:`\sum_i D_i` for ``n >= 3``).
 

@@ -48,7 +48,7 @@ class LMFFusion(Fusion):
         self.factors = nn.ParameterList()
         for w in widths:
             factor = torch.empty(rank, w + 1, dim)
-            # xavier-normal scale per rank slice, as in the paper's code
+            # xavier-normal scale for a (w + 1) x dim matrix, applied to each rank slice
             nn.init.normal_(factor, std=math.sqrt(2.0 / (w + 1 + dim)))
             self.factors.append(nn.Parameter(factor))
         self.missing = missing_embeddings(widths)

@@ -67,7 +67,7 @@ def test_save_load_round_trip(registry, tmp_path, order):
 def test_saved_model_names_the_distribution_when_the_plugin_is_missing(registry, tmp_path):
     model = mmzoo.create(f"{TINY_AUDIO}/mean", num_classes=2, registry=registry)
     model.save_pretrained(tmp_path / "m")
-    with pytest.raises(PluginError, match=r"mmzoo-audio.*pip install mmzoo-audio"):
+    with pytest.raises(PluginError, match=r"mmzoo-audio.*pip install 'mmzoo-audio"):
         mmzoo.load(tmp_path / "m", registry=isolated_registry())  # built-ins only
 
 
