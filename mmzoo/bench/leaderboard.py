@@ -75,6 +75,7 @@ def aggregate(rows: Sequence[Mapping[str, Any]]) -> tuple[list[dict[str, Any]], 
             "throughput_per_s": _median(m.get("throughput_per_s") for m in members),
             "train_samples_per_s": _median(m.get("train_samples_per_s") for m in members),
             "peak_memory_mb": _median(m.get("peak_memory_mb") for m in members),
+            "process_max_rss_mb": _median(m.get("process_max_rss_mb") for m in members),
             "mfu": _median(m.get("mfu") for m in members),
             "compile_s": _median(m.get("compile_s") for m in members),
             "env": first.get("env", {}),
@@ -130,8 +131,10 @@ def _columns(entries: Sequence[Mapping[str, Any]]) -> list[tuple[str, Any, str]]
         ("latency p95 ms", lambda e: e["latency_ms_p95"], "ms"),
         ("infer samples/s", lambda e: e["throughput_per_s"], "rate"),
         ("train samples/s", lambda e: e["train_samples_per_s"], "rate"),
-        ("peak mem MB", lambda e: e["peak_memory_mb"], "mb"),
     ]
+    if any(e.get("peak_memory_mb") is not None for e in entries):  # GPU allocator peak
+        cols.append(("peak mem MB", lambda e: e["peak_memory_mb"], "mb"))
+    cols.append(("process RSS MB", lambda e: e.get("process_max_rss_mb"), "mb"))
     if any(e.get("mfu") is not None for e in entries):
         cols.append(("MFU %", lambda e: e["mfu"], "pct"))
     if any(e.get("compile_s") is not None for e in entries):
