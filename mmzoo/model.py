@@ -155,7 +155,11 @@ class MultimodalModel(nn.Module):
                 continue
             mask = torch.ones(batch, dtype=torch.bool, device=device)
             if slot in present and present[slot] is not None:
-                given = torch.as_tensor(present[slot], device=device)
+                try:
+                    given = torch.as_tensor(present[slot], device=device)
+                except (TypeError, ValueError, RuntimeError):
+                    raise InputError(f"present[{slot!r}] must be a bool tensor of shape ({batch},), "
+                                     f"got {type(present[slot]).__name__} {present[slot]!r:.40}") from None
                 if given.shape != (batch,) or given.dtype not in (torch.bool, torch.uint8, torch.int64, torch.int32):
                     raise InputError(
                         f"present[{slot!r}] must be a bool tensor of shape ({batch},), "

@@ -74,6 +74,16 @@ def _fail(registry: Registry, info: PluginInfo, message: str, exc: BaseException
     )
 
 
+def _fail_base(registry: Registry, info: PluginInfo, message: str, exc: BaseException) -> None:
+    """:func:`_fail` for anything a plugin raised, ``SystemExit`` included; a
+    real Ctrl-C is recorded, then re-raised so that the program still stops."""
+    try:
+        _fail(registry, info, message, exc)
+    finally:
+        if isinstance(exc, KeyboardInterrupt):
+            raise exc
+
+
 def _manager() -> pluggy.PluginManager:
     manager = pluggy.PluginManager("mmzoo")
     manager.add_hookspecs(hookspecs)
@@ -114,8 +124,8 @@ def register_plugin(registry: Registry, plugin: Any, name: str, *, distribution:
         with registry._plugin_context(name):
             for impl in impls:
                 impl.function(registry=registry)
-    except Exception as exc:  # a broken plugin never takes the others down
-        _fail(registry, info, f"{type(exc).__name__}: {exc}", exc)
+    except BaseException as exc:  # a broken plugin (even one calling sys.exit) never takes the others down
+        _fail_base(registry, info, f"{type(exc).__name__}: {exc}", exc)
     info.load_seconds += time.perf_counter() - start
     return info
 
@@ -149,9 +159,9 @@ def load_plugins(registry: Registry) -> None:
             continue
         try:
             module, seconds, heavy = _import_timed(module_name)
-        except Exception as exc:
+        except BaseException as exc:
             info = registry.plugins[name] = PluginInfo(name, "mmzoo", __version__, module_name, builtin=True)
-            _fail(registry, info, f"{type(exc).__name__}: {exc}", exc)
+            _fail_base(registry, info, f"{type(exc).__name__}: {exc}", exc)
             continue
         register_plugin(registry, module, name, distribution="mmzoo", version=__version__,
                         builtin=True, load_seconds=seconds, heavy_imports=heavy)
@@ -178,9 +188,9 @@ def load_plugins(registry: Registry) -> None:
             module = entry_point.load()
             seconds = time.perf_counter() - start
             heavy = sorted(m for m in HEAVY_MODULES if m in sys.modules and m not in before)
-        except Exception as exc:
+        except BaseException as exc:
             info = registry.plugins[name] = PluginInfo(name, dist_name, dist_version, entry_point.value)
-            _fail(registry, info, f"cannot import {entry_point.value!r}: {type(exc).__name__}: {exc}", exc)
+            _fail_base(registry, info, f"cannot import {entry_point.value!r}: {type(exc).__name__}: {exc}", exc)
             continue
         register_plugin(registry, module, name, distribution=dist_name, version=dist_version,
                         load_seconds=seconds, heavy_imports=heavy)

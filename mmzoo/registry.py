@@ -135,6 +135,7 @@ class Registry:
         self._current_plugin: str | None = None
         self._autoload = autoload
         self._loaded = not autoload
+        self._load_error: PluginError | None = None
         self._lock = threading.RLock()
 
     # ------------------------------------------------------------ loading
@@ -146,14 +147,20 @@ class Registry:
 
     def _ensure_loaded(self) -> None:
         if self._loaded:
+            if self._load_error is not None:  # strict mode stays strict on every later use
+                raise self._load_error
             return
         with self._lock:
             if self._loaded:
-                return
+                return self._ensure_loaded()
             self._loaded = True
             from mmzoo.plugins import load_plugins
 
-            load_plugins(self)
+            try:
+                load_plugins(self)
+            except PluginError as exc:
+                self._load_error = exc
+                raise
 
     def register_plugin(self, plugin: Any, name: str | None = None, **info: Any) -> PluginInfo:
         """Register a module or object implementing ``mmzoo_register`` as a plugin.

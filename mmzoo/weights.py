@@ -114,7 +114,14 @@ def save_pretrained(model, directory: str | Path) -> Path:
 
     directory = Path(directory)
     _refuse_pickle(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    if directory.exists() and not directory.is_dir():
+        raise WeightsError(f"cannot save the model into {directory}: it is a file, not a folder")
+    if (directory / CONFIG_NAME).is_dir():
+        raise WeightsError(f"cannot save the model into {directory}: {directory / CONFIG_NAME} is a folder")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise WeightsError(f"cannot create the model folder {directory}: {exc.strerror or exc}") from exc
     weights = save(_state_for_saving(model), metadata={"format": "pt", "mmzoo_name": model.name})
     config = {
         "format": "mmzoo",
@@ -135,9 +142,14 @@ def save_pretrained(model, directory: str | Path) -> Path:
     except TypeError as exc:
         raise WeightsError(f"the model's config is not JSON-serialisable ({exc}); "
                            "component kwargs must be Python literals") from exc
-    atomic_write(directory / WEIGHTS_NAME, weights)
-    model.processor.save(directory / PROCESSOR_DIR)
-    atomic_write(directory / CONFIG_NAME, text.encode("utf-8"))
+    try:
+        atomic_write(directory / WEIGHTS_NAME, weights)
+        model.processor.save(directory / PROCESSOR_DIR)
+        atomic_write(directory / CONFIG_NAME, text.encode("utf-8"))
+    except OSError as exc:
+        where = exc.filename or directory
+        raise WeightsError(f"cannot save the model into {directory}: writing {where} failed "
+                           f"({exc.strerror or exc}); check that the folder is writable and has space") from exc
     return directory
 
 

@@ -172,3 +172,83 @@ def test_weights_of_the_wrong_dtype_are_refused(saved_model):
     save_file(state, str(saved_model / "model.safetensors"))
     with pytest.raises(mmzoo.errors.WeightsError, match=f"{key}: checkpoint torch.int32 vs model torch.float32"):
         mmzoo.load(saved_model, verify_checksum=False)
+
+
+def _plugin(name, body):
+    import types
+
+    module = types.ModuleType(name)
+
+    @mmzoo.hookimpl
+    def mmzoo_register(registry):
+        body(registry)
+
+    module.mmzoo_register = mmzoo_register
+    return module
+
+
+def test_a_plugin_calling_sys_exit_is_reported_and_the_others_load(monkeypatch):
+    import sys
+
+    from mmzoo.plugins import PluginWarning
+    from mmzoo.registry import Registry
+
+    monkeypatch.delenv("MMZOO_STRICT_PLUGINS", raising=False)
+    registry = Registry(autoload=False)
+    with pytest.warns(PluginWarning, match="SystemExit"):
+        info = registry.register_plugin(_plugin("exits", lambda r: sys.exit(3)), "exits")
+    assert info.status == "error" and "SystemExit" in info.error
+    good = registry.register_plugin(_plugin("good", lambda r: r.add_fusion("f", "x.y:Z")), "good")
+    assert good.status == "ok" and registry.list("fusion") == ["f"]
+
+
+def test_keyboard_interrupt_in_a_plugin_is_recorded_then_reraised(monkeypatch):
+    from mmzoo.registry import Registry
+
+    monkeypatch.delenv("MMZOO_STRICT_PLUGINS", raising=False)
+    registry = Registry(autoload=False)
+
+    def interrupt(r):
+        r.add_fusion("half", "x.y:Z")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt), pytest.warns(Warning):
+        registry.register_plugin(_plugin("ctrl_c", interrupt), "ctrl_c")
+    assert registry.plugins["ctrl_c"].status == "error"
+    assert registry.list("fusion") == []  # rolled back
+
+
+def test_strict_plugins_stay_strict_on_every_use(monkeypatch):
+    import mmzoo.plugins
+    from mmzoo.errors import PluginError
+    from mmzoo.registry import Registry
+
+    def failing_discovery(registry):
+        raise PluginError("plugin 'broken' failed to load: boom")
+
+    monkeypatch.setattr(mmzoo.plugins, "load_plugins", failing_discovery)
+    registry = Registry()
+    for _ in range(3):
+        with pytest.raises(PluginError, match="broken"):
+            registry.list("fusion")
+    with pytest.raises(PluginError, match="broken"):
+        registry.plugins
+
+
+def test_save_errors_name_the_path(tmp_path):
+    model = mmzoo.create("cnn(channels=(4,))+lstm(embed_dim=8,hidden_size=8,vocab_size=300)/concat(dim=8)")
+    afile = tmp_path / "a_file"
+    afile.write_text("x")
+    with pytest.raises(mmzoo.errors.WeightsError, match="it is a file, not a folder"):
+        model.save_pretrained(afile)
+    (tmp_path / "run" / "config.json").mkdir(parents=True)
+    with pytest.raises(mmzoo.errors.WeightsError, match="config.json is a folder"):
+        model.save_pretrained(tmp_path / "run")
+    with pytest.raises(mmzoo.errors.WeightsError, match="cannot create the model folder"):
+        model.save_pretrained(afile / "below")
+
+
+def test_present_that_is_not_a_mask_is_an_input_error():
+    model = mmzoo.create("cnn+lstm/concat", num_classes=2).eval()
+    with pytest.raises(InputError, match=r"present\['text'\] must be a bool tensor"):
+        model(image=torch.zeros(2, 3, 32, 32), text=torch.ones(2, 3, dtype=torch.long), present={"text": "yes"})
