@@ -167,7 +167,8 @@ def _literal_problem(value: Any) -> str | None:
     if value is None or isinstance(value, (bool, float, str)):
         return None
     if isinstance(value, int):
-        if value.bit_length() > MAX_INT_DIGITS * 3.33:
+        # bit_length first: str() of a huge integer is itself slow (or refused)
+        if value.bit_length() > 4 * MAX_INT_DIGITS or len(str(abs(value))) > MAX_INT_DIGITS:
             return f"is an integer of more than {MAX_INT_DIGITS} digits"
         return None
     if isinstance(value, tuple):
