@@ -63,7 +63,7 @@ def build_part(resolved: Resolved, part: NamePart, skip: set[str], extra: Mappin
         ) from exc
     if component is None:
         raise InputError(f"cannot build {resolved.kind} {spelled!r}: its factory returned None "
-                         f"(plugin {resolved.plugin!r} must return a module)")
+                         f"(plugin {resolved.plugin!r} must return an nn.Module)")
     weight_only = set(getattr(component, "weight_kwargs", ()))
     canonical = {k: v for k, v in {**defaults, **kwargs}.items() if k not in weight_only}
     return component, canonical

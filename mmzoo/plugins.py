@@ -60,6 +60,16 @@ def _strict() -> bool:
 
 
 def _fail(registry: Registry, info: PluginInfo, message: str, exc: BaseException | None) -> None:
+    """Roll the plugin back and record why (anything it raised, ``SystemExit``
+    included); a real Ctrl-C is recorded, then re-raised so that the program stops."""
+    try:
+        _record_failure(registry, info, message, exc)
+    finally:
+        if isinstance(exc, KeyboardInterrupt):
+            raise exc
+
+
+def _record_failure(registry: Registry, info: PluginInfo, message: str, exc: BaseException | None) -> None:
     registry._remove_plugin(info.name)
     info.status = "error"
     info.error = message
@@ -70,18 +80,8 @@ def _fail(registry: Registry, info: PluginInfo, message: str, exc: BaseException
         f"mmzoo plugin {info.name!r} failed to load and was skipped: {message} "
         "(set MMZOO_STRICT_PLUGINS=1 to make this an error)",
         PluginWarning,
-        stacklevel=3,
+        stacklevel=4,  # the caller of _fail
     )
-
-
-def _fail_base(registry: Registry, info: PluginInfo, message: str, exc: BaseException) -> None:
-    """:func:`_fail` for anything a plugin raised, ``SystemExit`` included; a
-    real Ctrl-C is recorded, then re-raised so that the program still stops."""
-    try:
-        _fail(registry, info, message, exc)
-    finally:
-        if isinstance(exc, KeyboardInterrupt):
-            raise exc
 
 
 def _manager() -> pluggy.PluginManager:
@@ -125,7 +125,7 @@ def register_plugin(registry: Registry, plugin: Any, name: str, *, distribution:
             for impl in impls:
                 impl.function(registry=registry)
     except BaseException as exc:  # a broken plugin (even one calling sys.exit) never takes the others down
-        _fail_base(registry, info, f"{type(exc).__name__}: {exc}", exc)
+        _fail(registry, info, f"{type(exc).__name__}: {exc}", exc)
     info.load_seconds += time.perf_counter() - start
     return info
 
@@ -161,7 +161,7 @@ def load_plugins(registry: Registry) -> None:
             module, seconds, heavy = _import_timed(module_name)
         except BaseException as exc:
             info = registry.plugins[name] = PluginInfo(name, "mmzoo", __version__, module_name, builtin=True)
-            _fail_base(registry, info, f"{type(exc).__name__}: {exc}", exc)
+            _fail(registry, info, f"{type(exc).__name__}: {exc}", exc)
             continue
         register_plugin(registry, module, name, distribution="mmzoo", version=__version__,
                         builtin=True, load_seconds=seconds, heavy_imports=heavy)
@@ -190,7 +190,7 @@ def load_plugins(registry: Registry) -> None:
             heavy = sorted(m for m in HEAVY_MODULES if m in sys.modules and m not in before)
         except BaseException as exc:
             info = registry.plugins[name] = PluginInfo(name, dist_name, dist_version, entry_point.value)
-            _fail_base(registry, info, f"cannot import {entry_point.value!r}: {type(exc).__name__}: {exc}", exc)
+            _fail(registry, info, f"cannot import {entry_point.value!r}: {type(exc).__name__}: {exc}", exc)
             continue
         register_plugin(registry, module, name, distribution=dist_name, version=dist_version,
                         load_seconds=seconds, heavy_imports=heavy)
