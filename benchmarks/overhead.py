@@ -22,6 +22,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import mmzoo
+from mmzoo.train import synchronize
 
 NAME = "resnet18+lstm/concat"
 
@@ -43,11 +44,6 @@ class HandWritten(nn.Module):
         packed = pack_padded_sequence(self.embed(input_ids), lengths.cpu(), batch_first=True, enforce_sorted=False)
         _, (h, _) = self.lstm(packed)
         return self.head(self.proj(torch.cat([pooled_image, h[-1]], -1)))
-
-
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def main() -> None:
@@ -85,16 +81,16 @@ def main() -> None:
     for _ in range(3):  # warm-up both
         step_mmzoo()
         step_hand()
-    _sync(device)
+    synchronize(device)
     times = {"mmzoo": [], "hand": []}
     for _ in range(args.repeats):  # interleaved, so drift in machine load hits both alike
         for key, fn in (("mmzoo", step_mmzoo), ("hand", step_hand)):
             model.zero_grad(set_to_none=True)
             hand.zero_grad(set_to_none=True)
-            _sync(device)
+            synchronize(device)
             start = time.perf_counter()
             fn()
-            _sync(device)
+            synchronize(device)
             times[key].append(time.perf_counter() - start)
     t_m, t_h = statistics.median(times["mmzoo"]), statistics.median(times["hand"])
     print(f"device {device} ({torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}), "

@@ -18,8 +18,8 @@ from mmzoo.hookspecs import hookimpl
 __version__ = "0.1.0"
 
 _LAZY = {
-    "create": "mmzoo.builder",
-    "load": "mmzoo.weights",
+    "create": "mmzoo.hub",
+    "load": "mmzoo.hub",
     "parse_name": "mmzoo.names",
     "list_encoders": "mmzoo.api",
     "list_fusions": "mmzoo.api",
@@ -27,6 +27,7 @@ _LAZY = {
     "list_tasks": "mmzoo.api",
     "get_task": "mmzoo.api",
     "Registry": "mmzoo.registry",
+    "default_registry": "mmzoo.plugins",
     "MultimodalModel": "mmzoo.model",
     "Encoder": "mmzoo.components",
     "Fusion": "mmzoo.components",
@@ -40,12 +41,13 @@ __all__ = ["__version__", "errors", "hookimpl", *_LAZY]
 
 if TYPE_CHECKING:  # pragma: no cover
     from mmzoo.api import get_task, list_encoders, list_fusions, list_models, list_tasks
-    from mmzoo.builder import create
+    from mmzoo.hub import create
     from mmzoo.components import Encoder, EncoderOutput, Fusion, InputProcessor, InputSpec, TextEncoder
     from mmzoo.model import MultimodalModel
     from mmzoo.names import parse_name
+    from mmzoo.plugins import default_registry
     from mmzoo.registry import Registry
-    from mmzoo.weights import load
+    from mmzoo.hub import load
 
 
 def __getattr__(name: str) -> Any:

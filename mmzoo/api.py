@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from mmzoo.registry import Registry, default_registry, import_factory
+from mmzoo.plugins import default_registry
+from mmzoo.registry import Registry, import_factory
 
 __all__ = ["list_encoders", "list_fusions", "list_models", "list_tasks", "get_task"]
 
@@ -27,10 +28,17 @@ def list_fusions(filter: Filter = "", *, exclude_filters: Filter = None,
     return (registry or default_registry()).list("fusion", filter, exclude_filters=exclude_filters)
 
 
-def list_models(filter: Filter = "", *, exclude_filters: Filter = None,
+def list_models(filter: Filter = "", *, exclude_filters: Filter = None, pretrained: bool = False,
                 registry: Registry | None = None) -> list[str]:
-    """Named model presets matching ``filter`` (each stands for a full model name)."""
-    return (registry or default_registry()).list("model", filter, exclude_filters=exclude_filters)
+    """Named model presets matching ``filter`` (each stands for a full model
+    name); ``pretrained=True``: only zoo entries, which come with trained
+    weights (their scores: :func:`mmzoo.zoo.cards`)."""
+    names = (registry or default_registry()).list("model", filter, exclude_filters=exclude_filters)
+    if pretrained:
+        from mmzoo.zoo import has_weights
+
+        names = [n for n in names if has_weights(n, registry or default_registry())]
+    return names
 
 
 def list_tasks(filter: Filter = "", *, exclude_filters: Filter = None,

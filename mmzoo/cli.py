@@ -17,6 +17,14 @@ from mmzoo.errors import MMZooError
 def _cmd_list(args: argparse.Namespace) -> int:
     import mmzoo
 
+    if args.pretrained:
+        from mmzoo.zoo import format_cards
+
+        if args.kind != "models":
+            raise MMZooError("--pretrained lists models: mmzoo list models --pretrained")
+        print(format_cards(args.filter or ""))
+        return 0
+
     listers = {
         "encoders": lambda f: mmzoo.list_encoders(f, modality=args.modality),
         "fusions": mmzoo.list_fusions,
@@ -29,16 +37,12 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _parameter_table(model) -> list[tuple[str, str, int, int]]:
-    rows = []
-    for slot, encoder in model.encoders.items():
-        rows.append((f"encoder[{slot}]", type(encoder).__name__, _count(encoder), _count(encoder, True)))
-    rows.append(("fusion", type(model.fusion).__name__, _count(model.fusion), _count(model.fusion, True)))
-    rows.append(("head", type(model.head).__name__, _count(model.head), _count(model.head, True)))
-    return rows
+    from mmzoo._params import count_parameters as count
 
-
-def _count(module, trainable: bool = False) -> int:
-    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable)
+    parts = [*((f"encoder[{slot}]", e) for slot, e in model.encoders.items()),
+             ("fusion", model.fusion), ("head", model.head), ("total", model)]
+    return [(label, "" if module is model else type(module).__name__, count(module), count(module, True))
+            for label, module in parts]
 
 
 def _cmd_create(args: argparse.Namespace) -> int:
@@ -54,7 +58,6 @@ def _cmd_create(args: argparse.Namespace) -> int:
     print(f"\n{'part':<{width}}  {'module':<{kind_width}}  {'params':>12}  {'trainable':>12}")
     for part, kind, total, trainable in rows:
         print(f"{part:<{width}}  {kind:<{kind_width}}  {total:>12,}  {trainable:>12,}")
-    print(f"{'total':<{width}}  {'':<{kind_width}}  {_count(model):>12,}  {_count(model, True):>12,}")
     if args.save:
         path = model.save_pretrained(args.save)
         print(f"\nsaved to {path}")
@@ -80,14 +83,13 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
     import warnings
     from dataclasses import asdict
 
-    from mmzoo.registry import default_registry
+    from mmzoo.plugins import discover
 
-    registry = default_registry()
     strict = os.environ.pop("MMZOO_STRICT_PLUGINS", None)  # list broken plugins instead of stopping
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # failures are shown in the table
-            registry.plugins  # discover now, with warnings silenced
+            registry = discover()
     finally:
         if strict is not None:
             os.environ["MMZOO_STRICT_PLUGINS"] = strict
@@ -118,7 +120,7 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from mmzoo.bench.commands import train
+    from mmzoo.train.command import train
 
     return train(args)
 
@@ -135,7 +137,42 @@ def _cmd_leaderboard(args: argparse.Namespace) -> int:
     return leaderboard(args)
 
 
+def _cmd_convert(args: argparse.Namespace) -> int:
+    import json
+
+    from mmzoo.convert import convert_checkpoint
+
+    mapping = None
+    if args.mapping:
+        with open(args.mapping, encoding="utf-8") as handle:
+            mapping = json.load(handle)
+    data_config = {k: tuple(v) for k, v in (("mean", args.mean), ("std", args.std),
+                                            ("input_size", args.input_size)) if v}
+    print(convert_checkpoint(args.source, args.out, args.timm, mapping=mapping, data_config=data_config).summary())
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from mmzoo.predict import predict_command
+
+    return predict_command(args)
+
+
+def _cmd_embed(args: argparse.Namespace) -> int:
+    from mmzoo.predict import embed_command
+
+    return embed_command(args)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from mmzoo.export import export_command
+
+    return export_command(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from mmzoo.train.command import add_data_arguments
+
     parser = argparse.ArgumentParser(prog="mmzoo", description="Multimodal models by name.")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -143,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("kind", nargs="?", default="models", choices=["encoders", "fusions", "models", "tasks"])
     p.add_argument("filter", nargs="?", default="", help="fnmatch pattern, e.g. 'resnet*'")
     p.add_argument("--modality", default=None, help="encoders of this modality only")
+    p.add_argument("--pretrained", action="store_true", help="zoo entries with trained weights, with scores")
     p.set_defaults(func=_cmd_list)
 
     p = sub.add_parser("create", help="build a model by name and print its parameter table")
@@ -168,10 +206,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--modality-dropout", type=float, default=None)
     p.add_argument("--drop-rate", type=float, default=0.0, help="dropout before the head")
     p.add_argument("--patience", type=int, default=5, help="early stopping (epochs)")
+    p.add_argument("--metric", default="accuracy", choices=["accuracy", "macro_f1"],
+                   help="validation score for early stopping and the kept epoch")
+    p.add_argument("--class-weight", default=None, metavar="balanced|JSON",
+                   help="weigh the loss per class: 'balanced' (n / (k * count) from the training labels) "
+                        "or a JSON object {label: weight}")
     p.add_argument("--budget-seconds", type=float, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", metavar="DIR", help="save the best checkpoint here")
     p.add_argument("--no-progress", action="store_true")
+    add_data_arguments(p)
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("bench", help="benchmark combinations, each in its own process")
@@ -195,7 +239,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="JSONL", help="results file (appended; rerun resumes)")
     p.add_argument("--retry-failed", action="store_true", help="rerun combinations recorded as failed")
     p.add_argument("--no-baselines", action="store_true", help="skip the single-input baselines")
+    p.add_argument("--robustness", action="store_true", default=None,
+                   help="also score corruption curves and mismatched pairs (mmzoo.robustness)")
     p.add_argument("--leaderboard", metavar="DIR", help="then render leaderboard.md/.html and plots/ here")
+    add_data_arguments(p)
     p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("leaderboard", help="render results (JSONL) as markdown, HTML and plots")
@@ -204,6 +251,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--html", metavar="OUT.html")
     p.add_argument("--plots", metavar="DIR")
     p.set_defaults(func=_cmd_leaderboard)
+
+    p = sub.add_parser("convert", help="convert a PyTorch checkpoint (.pth) of a timm model to safetensors")
+    p.add_argument("source", help="checkpoint read with torch.load(weights_only=True)")
+    p.add_argument("out", help="OUT.safetensors, loadable with <model>(pretrained='OUT.safetensors')")
+    p.add_argument("--timm", required=True, metavar="MODEL", help="timm architecture, e.g. efficientnet_lite0")
+    p.add_argument("--mapping", metavar="JSON", help="{checkpoint name: timm name}; default: by name or position")
+    p.add_argument("--mean", type=float, nargs="+", help="normalisation the checkpoint expects")
+    p.add_argument("--std", type=float, nargs="+")
+    p.add_argument("--input-size", type=int, nargs=3, metavar=("C", "H", "W"),
+                   help="input size the image processor resizes to (default: the architecture's)")
+    p.set_defaults(func=_cmd_convert)
+
+    for command, helptext in (("predict", "run a saved model over a CSV/JSONL file"),
+                              ("embed", "write the fused embeddings of a CSV/JSONL file (.npy)")):
+        p = sub.add_parser(command, help=helptext)
+        p.add_argument("model", help="saved model folder (or zoo:NAME)")
+        p.add_argument("--data", required=True, metavar="FILE", help="CSV or JSONL with the training columns")
+        p.add_argument("--out", required=True, metavar="FILE",
+                       help="predictions.csv" if command == "predict" else "embeddings.npy")
+        p.add_argument("--batch-size", type=int, default=64)
+        p.add_argument("--device", default=None)
+        p.add_argument("--no-progress", action="store_true")
+        p.set_defaults(func=_cmd_predict if command == "predict" else _cmd_embed)
+
+    p = sub.add_parser("export", help="export a saved model to ONNX, checked against onnxruntime")
+    p.add_argument("model", help="saved model folder (or zoo:NAME)")
+    p.add_argument("--onnx", required=True, metavar="FILE")
+    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--atol", type=float, default=1e-4)
+    p.set_defaults(func=_cmd_export)
     return parser
 
 

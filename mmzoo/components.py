@@ -14,9 +14,21 @@ from typing import Any, ClassVar, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
+from mmzoo._limits import check_params
 from mmzoo.errors import InputError
 
-__all__ = ["EncoderOutput", "InputSpec", "Encoder", "TextEncoder", "Fusion", "InputProcessor"]
+__all__ = ["EncoderOutput", "InputSpec", "Encoder", "TextEncoder", "Fusion", "InputProcessor",
+           "check_int", "check_params"]
+
+
+def check_int(part: str, name: str, value: object, minimum: int = 1) -> int:
+    """Validate an integer kwarg of a component (from a model name)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise InputError(
+            f"{part}: {name}={value!r} is invalid; "
+            f"give an integer >= {minimum}, e.g. {part}({name}={max(minimum, 1) * 8})"
+        )
+    return value
 
 
 @dataclass
@@ -67,6 +79,20 @@ class Encoder(nn.Module):
     weight_kwargs: ClassVar[tuple[str, ...]] = ()
     num_features: int
     token_features: int | None = None
+    #: set by :meth:`freeze`: no parameter trains and the encoder stays in eval mode
+    frozen: bool = False
+
+    def freeze(self) -> "Encoder":
+        """Stop training this encoder: ``requires_grad=False`` for its parameters,
+        and eval mode even under ``model.train()`` (BatchNorm statistics and
+        dropout stay fixed). The name part ``freeze=True`` calls this."""
+        self.requires_grad_(False)
+        self.frozen = True
+        return self.train(self.training)
+
+    def train(self, mode: bool = True) -> "Encoder":
+        super().train(mode and not self.frozen)
+        return self
 
     def forward(self, x: Any) -> EncoderOutput:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -76,7 +102,8 @@ class Encoder(nn.Module):
 
         Returns ``(x, present)``; ``present`` is a (B,) bool tensor for
         samples that carry no content (an empty text, say), else None.
-        The default takes a floating-point tensor with a batch dimension.
+        The default takes a floating-point tensor with a batch dimension and
+        casts it to :meth:`input_dtype`.
         """
         if not isinstance(x, Tensor):
             raise InputError(
@@ -92,7 +119,15 @@ class Encoder(nn.Module):
             raise InputError(
                 f"input {slot!r} must have a batch dimension first, got shape {tuple(x.shape)}"
             )
-        return x, None
+        return x.to(self.input_dtype()), None
+
+    def input_dtype(self) -> torch.dtype:
+        """The floating dtype inputs are cast to: that of the encoder's weights
+        (a float64 or bfloat16 image then runs in a float32 model)."""
+        for tensor in (*self.parameters(), *self.buffers()):
+            if tensor.is_floating_point():
+                return tensor.dtype
+        return torch.get_default_dtype()
 
     def batch_size(self, x: Any) -> int:
         """The batch size of a prepared input."""

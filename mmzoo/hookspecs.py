@@ -3,7 +3,10 @@
 A plugin is a light module (no torch, timm or transformers at import time)
 named by an entry point in the ``mmzoo`` group. It implements
 :func:`mmzoo_register`. Hooks only ever gain arguments; none is removed
-without a deprecation cycle.
+without a deprecation cycle, and pluggy passes an implementation only the
+arguments it names, so an old implementation keeps working.
+``@hookimpl(tryfirst=True)`` / ``@hookimpl(trylast=True)`` runs a plugin's
+hook before / after the others' (see :mod:`mmzoo.plugins`).
 """
 
 from __future__ import annotations

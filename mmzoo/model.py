@@ -22,7 +22,10 @@ class MultimodalModel(nn.Module):
     An input is missing for the whole batch when omitted or ``None``, and
     per sample through ``present={"text": BoolTensor(B)}`` (or, for text,
     when a sample has no tokens). Missing inputs never reach the fusion's
-    statistics. A sample with no input at all raises :class:`InputError`.
+    statistics. A sample with no input at all raises :class:`InputError` on
+    the CPU; on an accelerator or under ``torch.compile`` the model does not
+    check (that would need a host sync) and such a sample gets the fusion's
+    all-missing output.
 
     ``modality_dropout=p`` drops each present input of each sample with
     probability p during training (never every input of a sample).
@@ -94,6 +97,14 @@ class MultimodalModel(nn.Module):
             )
         feats, present_masks = self.encode(present=present, **inputs)
         return self.head(self.fusion(feats, present_masks))
+
+    def predict(self, batch: Mapping[str, Any], present: Mapping[str, Any] | None = None
+                ) -> tuple[list[str], Tensor]:
+        """Label names and (B, num_classes) probabilities; ``batch`` holds tensors
+        or raw values (lists) for the processor."""
+        from mmzoo.predict import predict_batch
+
+        return predict_batch(self, batch, present)
 
     def forward_features(self, *, present: Mapping[str, Any] | None = None, **inputs: Any) -> Tensor:
         """The fused (B, num_features) embedding, before the head."""
@@ -171,13 +182,17 @@ class MultimodalModel(nn.Module):
             masks[slot] = mask
         if self.training and self.modality_dropout > 0:
             masks = _drop_inputs(masks, self.modality_dropout)
-        any_present = torch.stack(list(masks.values())).any(0)
-        if not bool(any_present.all()):
-            empty = (~any_present).nonzero().flatten().tolist()
-            raise InputError(
-                f"sample(s) {empty[:10]} of the batch have no input present; every sample needs "
-                f"at least one of {', '.join(self.inputs)} (check present= and empty texts)"
-            )
+        if device.type == "cpu" and not torch.compiler.is_compiling():
+            # on an accelerator this check would stall the pipeline (a host sync) and it
+            # would break a compiled graph: there a sample with no input gets the
+            # fusion's all-missing output instead
+            any_present = torch.stack(list(masks.values())).any(0)
+            if not bool(any_present.all()):
+                empty = (~any_present).nonzero().flatten().tolist()
+                raise InputError(
+                    f"sample(s) {empty[:10]} of the batch have no input present; every sample needs "
+                    f"at least one of {', '.join(self.inputs)} (check present= and empty texts)"
+                )
         return masks
 
 
@@ -197,9 +212,9 @@ def _drop_inputs(masks: dict[str, Tensor], p: float) -> dict[str, Tensor]:
     keep = torch.rand(stacked.shape, device=stacked.device) >= p
     dropped = stacked & keep
     lost_all = stacked.any(1) & ~dropped.any(1)
-    if bool(lost_all.any()):
-        # give back one randomly chosen input among those the sample had
-        scores = torch.rand(stacked.shape, device=stacked.device).masked_fill(~stacked, -1.0)
-        chosen = torch.nn.functional.one_hot(scores.argmax(1), stacked.shape[1]).bool()
-        dropped = torch.where(lost_all[:, None], chosen, dropped)
+    # give back one randomly chosen input among those the sample had (computed for
+    # every sample and selected, so that no branch reads a tensor value: no host sync)
+    scores = torch.rand(stacked.shape, device=stacked.device).masked_fill(~stacked, -1.0)
+    chosen = torch.nn.functional.one_hot(scores.argmax(1), stacked.shape[1]).bool()
+    dropped = torch.where(lost_all[:, None], chosen, dropped)
     return {slot: dropped[:, i] for i, slot in enumerate(masks)}

@@ -3,20 +3,21 @@
 
 from __future__ import annotations
 
-import json
+import math
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import torch
 from torch import Tensor
 
+from mmzoo._io import atomic_write_text, read_json, write_json
 from mmzoo.components import InputProcessor
 from mmzoo.errors import InputError, WeightsError
 
 __all__ = ["ImageProcessor", "ScratchTextProcessor", "HFTextProcessor", "MultimodalProcessor"]
 
 
-def _as_list(values: Any, slot: str) -> list[Any]:
+def as_list(values: Any, slot: str) -> list[Any]:
     """One item per sample: a list/tuple, or an array/tensor split along dim 0."""
     is_batch_array = hasattr(values, "__array__") and getattr(values, "ndim", 0) >= 1
     if isinstance(values, (str, bytes, Path)) or not (isinstance(values, Sequence) or is_batch_array):
@@ -25,25 +26,97 @@ def _as_list(values: Any, slot: str) -> list[Any]:
     return list(values)
 
 
+def as_texts(values: Any) -> list[str]:
+    """A batch of texts: :func:`as_list`, every item a string."""
+    values = as_list(values, "text")
+    bad = [i for i, v in enumerate(values) if not isinstance(v, str)]
+    if bad:
+        raise InputError(f"text items {bad[:5]} are not strings")
+    return values
+
+
 class ImageProcessor(InputProcessor):
     """PIL images, numpy arrays (H, W[, C]; uint8 or floats in [0, 1]) or file
     paths -> a float (B, C, H, W) tensor, using ``timm.data.create_transform``
-    with the backbone's data config (resize, crop, normalise)."""
+    with the backbone's data config (resize, crop, normalise).
+
+    Transparent images (RGBA, LA, P or L/RGB with a transparency key) are
+    composited on ``data_config["background"]`` (default white) before the
+    conversion to RGB/L: dropping alpha would turn a black-on-transparent icon
+    into a constant square. ``train_transform(...)`` is timm's training
+    transform for the same config (random-resized crop, flip, colour jitter,
+    optional RandAugment); :meth:`preprocess` runs one image through either.
+
+    A saved ``data_config.json`` whose ``input_size`` (C, H, W) holds more than
+    :attr:`max_elements` values per image is refused on load, before anything
+    is allocated; raise the limit (``ImageProcessor.max_elements = ...``) for
+    inputs that really are that large.
+    """
+
+    #: the most values (C * H * W) one processed image may have: 3 x 4096 x 4096
+    max_elements: int = 3 * 4096 * 4096
+    TRANSFORM_KEYS = ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
 
     def __init__(self, data_config: Mapping[str, Any]):
         self.data_config = dict(data_config)
+        self.data_config.setdefault("background", (255, 255, 255))
         self._transform = None
 
     @property
     def transform(self):
+        """The evaluation transform (resize, centre crop, normalise)."""
         if self._transform is None:
             from timm.data import create_transform
 
-            config = {k: self.data_config[k] for k in
-                      ("input_size", "interpolation", "mean", "std", "crop_pct", "crop_mode")
-                      if k in self.data_config}
-            self._transform = create_transform(**config, is_training=False)
+            self._transform = create_transform(**self._transform_config(), is_training=False)
         return self._transform
+
+    def train_transform(self, **options: Any):
+        """timm's training transform for this data config; ``options`` go to
+        ``timm.data.create_transform`` (``scale``, ``hflip``, ``color_jitter``,
+        ``auto_augment="rand-m9-mstd0.5"``, ``re_prob``, ...)."""
+        from timm.data import create_transform
+
+        try:
+            return create_transform(**self._transform_config(), is_training=True, **options)
+        except TypeError as exc:
+            raise InputError(f"augmentation options {sorted(options)}: {exc}; see "
+                             "timm.data.create_transform for the accepted keywords") from None
+
+    def _transform_config(self) -> dict[str, Any]:
+        return {k: self.data_config[k] for k in self.TRANSFORM_KEYS if k in self.data_config}
+
+    def preprocess(self, value: Any, index: int = 0, transform=None) -> Tensor:
+        """One image (PIL, array or path) -> a (C, H, W) tensor through
+        ``transform`` (default: the evaluation transform)."""
+        return (transform or self.transform)(self._to_pil(value, index))
+
+    def _background(self) -> tuple[int, int, int]:
+        from PIL import ImageColor
+
+        value = self.data_config.get("background", (255, 255, 255))
+        try:
+            if isinstance(value, str):
+                return ImageColor.getrgb(value)[:3]
+            if isinstance(value, (int, float)):
+                value = (value,) * 3
+            rgb = tuple(int(v) for v in value)
+            if len(rgb) != 3 or not all(0 <= v <= 255 for v in rgb):
+                raise ValueError
+            return rgb
+        except (TypeError, ValueError):
+            raise InputError(f"data_config['background'] must be a colour name, a 0..255 grey level or an "
+                             f"(r, g, b) triple of 0..255, got {value!r}") from None
+
+    def _convert(self, image, mode: str):
+        """``image.convert(mode)``, compositing transparency on the background first."""
+        from PIL import Image
+
+        if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
+            rgba = image.convert("RGBA")
+            background = Image.new("RGBA", rgba.size, (*self._background(), 255))
+            image = Image.alpha_composite(background, rgba)
+        return image.convert(mode)
 
     def _to_pil(self, value: Any, index: int):
         import numpy as np
@@ -54,45 +127,94 @@ class ImageProcessor(InputProcessor):
         if isinstance(value, (str, Path)):
             try:
                 with Image.open(value) as image:
-                    return image.convert(mode)
+                    return self._convert(image, mode)
             except FileNotFoundError:
                 raise InputError(f"image {index}: file {str(value)!r} does not exist") from None
             except (UnidentifiedImageError, OSError) as exc:
                 raise InputError(f"image {index}: cannot read {str(value)!r} as an image ({exc})") from None
         if isinstance(value, Image.Image):
-            return value.convert(mode)
+            return self._convert(value, mode)
         if isinstance(value, Tensor):
-            value = value.detach().cpu().numpy()
+            value = value.detach().cpu()
+            value = (value.float() if value.is_floating_point() else value).numpy()  # numpy has no bfloat16
             if value.ndim == 3 and value.shape[0] in (1, 3):  # CHW -> HWC
                 value = value.transpose(1, 2, 0)
         if isinstance(value, np.ndarray):
             array = value
             if array.ndim == 3 and array.shape[-1] == 1:
                 array = array[..., 0]
-            if array.ndim not in (2, 3):
-                raise InputError(f"image {index}: an array must be (H, W) or (H, W, C), got {array.shape}")
+            if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (3, 4)):
+                raise InputError(f"image {index}: an array must be (H, W) or (H, W, C) with C = 1, 3 or 4, "
+                                 f"got shape {array.shape}")
+            if not array.shape[0] or not array.shape[1]:
+                raise InputError(f"image {index}: an array of shape {array.shape} has no pixels")
             if array.dtype != np.uint8:
-                if array.size and (array.min() < 0 or array.max() > 1):
+                if array.dtype.kind != "f":
+                    raise InputError(f"image {index}: arrays must be uint8 (0..255) or floating point "
+                                     f"(0..1), got dtype {array.dtype}")
+                if not np.isfinite(array).all():
+                    raise InputError(f"image {index}: the array holds NaN or infinite values; "
+                                     "replace them (e.g. np.nan_to_num) before passing it")
+                if array.min() < 0 or array.max() > 1:
                     raise InputError(f"image {index}: float arrays must hold values in [0, 1]; "
                                      "pass uint8 for 0..255")
                 array = (array * 255).round().astype(np.uint8)
-            return Image.fromarray(array).convert(mode)
+            return self._convert(Image.fromarray(array), mode)
         raise InputError(f"image {index}: expected a PIL image, numpy array or file path, "
                          f"got {type(value).__name__}")
 
     def __call__(self, values: Sequence[Any]) -> Tensor:
-        values = _as_list(values, "image")
+        values = as_list(values, "image")
         if not values:
             raise InputError("no images given")
-        return torch.stack([self.transform(self._to_pil(v, i)) for i, v in enumerate(values)])
+        return torch.stack([self.preprocess(v, i) for i, v in enumerate(values)])
 
     def save(self, directory: Path) -> None:
-        _write_json(directory / "data_config.json", self.data_config)
+        write_json(directory / "data_config.json", self.data_config)
 
     def load(self, directory: Path) -> None:
-        self.data_config = _read_json(directory / "data_config.json")
-        self.data_config["input_size"] = tuple(self.data_config["input_size"])
+        path = directory / "data_config.json"
+        self.data_config = self._checked(read_json(path), path)
         self._transform = None
+
+    @classmethod
+    def _checked(cls, config: Any, path: Path) -> dict[str, Any]:
+        """``config`` read from ``path``, its fields' types and sizes checked."""
+        def bad(message: str) -> WeightsError:
+            return WeightsError(f"{path}: {message}; re-save the model or restore the file")
+
+        if not isinstance(config, dict):
+            raise bad(f"must hold a JSON object, got {type(config).__name__}")
+        size = config.get("input_size")
+        if not (isinstance(size, list) and len(size) == 3
+                and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in size)):
+            raise bad(f"input_size must be three positive integers [channels, height, width], got {size!r:.80}")
+        if math.prod(size) > cls.max_elements:
+            raise bad(f"input_size {size} means {math.prod(size):,} values per image, more than the limit of "
+                      f"{cls.max_elements:,} (ImageProcessor.max_elements; raise it if you mean it)")
+        for key in ("mean", "std"):
+            value = config.get(key)
+            if value is not None and not (isinstance(value, list) and len(value) in (1, size[0]) and all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)):
+                raise bad(f"{key} must be {size[0]} finite numbers (one per channel) or one, got {value!r:.80}")
+        if any(v <= 0 for v in config.get("std") or ()):
+            raise bad(f"std must be positive, got {config['std']}")
+        crop_pct = config.get("crop_pct")
+        if crop_pct is not None and not (isinstance(crop_pct, (int, float)) and not isinstance(crop_pct, bool)
+                                         and 0 < crop_pct <= 10):
+            raise bad(f"crop_pct must be a number in (0, 10], got {crop_pct!r:.40}")
+        for key in ("interpolation", "crop_mode"):
+            if config.get(key) is not None and not isinstance(config[key], str):
+                raise bad(f"{key} must be a string, got {config[key]!r:.40}")
+        background = config.get("background", (255, 255, 255))
+        channel = lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255  # noqa: E731
+        if isinstance(background, list) and len(background) == 3 and all(map(channel, background)):
+            background = tuple(background)
+        elif not (isinstance(background, str) or channel(background) or background == (255, 255, 255)):
+            raise bad(f"background must be a colour name, a 0..255 grey level or 3 integers in 0..255, "
+                      f"got {background!r:.40}")
+        return {**config, "input_size": tuple(size), "background": background,
+                **{k: tuple(config[k]) for k in ("mean", "std") if config.get(k) is not None}}
 
 
 class ScratchTextProcessor(InputProcessor):
@@ -145,22 +267,29 @@ class ScratchTextProcessor(InputProcessor):
         return self
 
     def __call__(self, values: Sequence[str]) -> dict[str, Tensor]:
-        values = _as_list(values, "text")
-        bad = [i for i, v in enumerate(values) if not isinstance(v, str)]
-        if bad:
-            raise InputError(f"text items {bad[:5]} are not strings")
+        values = as_texts(values)
         encodings = self.tokenizer.encode_batch(values)
         ids = torch.tensor([e.ids for e in encodings], dtype=torch.long).reshape(len(values), -1)
         mask = torch.tensor([e.attention_mask for e in encodings], dtype=torch.bool).reshape(len(values), -1)
         return {"input_ids": ids, "attention_mask": mask}
 
     def save(self, directory: Path) -> None:
-        _write_text(directory / "tokenizer.json", self.tokenizer.to_str())
+        atomic_write_text(directory / "tokenizer.json", self.tokenizer.to_str())
 
     def load(self, directory: Path) -> None:
         from tokenizers import Tokenizer
 
-        self.tokenizer = Tokenizer.from_str((directory / "tokenizer.json").read_text(encoding="utf-8"))
+        path = directory / "tokenizer.json"
+        try:
+            tokenizer = Tokenizer.from_str(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise WeightsError(f"{path} is missing; re-save the model") from None
+        except Exception as exc:  # the tokenizers library raises a bare Exception
+            raise WeightsError(f"{path} is not a valid tokenizer file: {exc}") from exc
+        if tokenizer.get_vocab_size() > self.vocab_size:
+            raise WeightsError(f"{path} has {tokenizer.get_vocab_size()} tokens, more than the encoder's "
+                               f"vocab_size {self.vocab_size}: it belongs to another model")
+        self.tokenizer = tokenizer
 
 
 class HFTextProcessor(InputProcessor):
@@ -174,16 +303,20 @@ class HFTextProcessor(InputProcessor):
     @property
     def tokenizer(self):
         if self._tokenizer is None:
-            from transformers import AutoTokenizer
-
             try:
-                self._tokenizer = AutoTokenizer.from_pretrained(self.source)
+                self._tokenizer = self._from_pretrained()
             except (OSError, ValueError) as exc:
                 raise InputError(f"cannot load the tokenizer from {self.source!r}: {exc}") from exc
         return self._tokenizer
 
+    def _from_pretrained(self):
+        from transformers import AutoTokenizer
+
+        local = Path(self.source).is_dir()  # a folder never falls back to the hub
+        return AutoTokenizer.from_pretrained(self.source, local_files_only=local, trust_remote_code=False)
+
     def __call__(self, values: Sequence[str]) -> dict[str, Tensor]:
-        values = _as_list(values, "text")
+        values = as_list(values, "text")
         batch = self.tokenizer(values, padding=True, truncation=True, max_length=self.max_length,
                                return_tensors="pt")
         return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"].bool()}
@@ -193,7 +326,10 @@ class HFTextProcessor(InputProcessor):
 
     def load(self, directory: Path) -> None:
         self.source = str(directory)
-        self._tokenizer = None
+        try:  # read now: a broken file is reported as one of the model's files
+            self._tokenizer = self._from_pretrained()
+        except Exception as exc:  # transformers and tokenizers raise many kinds
+            raise WeightsError(f"cannot load the tokenizer files in {directory}: {exc}") from exc
 
 
 class MultimodalProcessor:
@@ -237,6 +373,25 @@ class MultimodalProcessor:
                              + "; only scratch text encoders (lstm, gru, transformer) have one")
         return self
 
+    def fit(self, data: Any, *, force: bool = False) -> list[str]:
+        """Fit the processors that learn from training data (a ``fitted``
+        attribute that is False, e.g. the tabular one) on ``data`` (a
+        :class:`~mmzoo.tasks.Split` or a mapping of input name -> raw values).
+        Fitted ones are kept unless ``force``. Returns the input names fitted."""
+        inputs = getattr(data, "inputs", data)
+        if not isinstance(inputs, Mapping):
+            raise InputError(f"processor.fit takes a Split or a mapping of input name -> values, "
+                             f"got {type(data).__name__}")
+        fitted = []
+        for slot, processor in self.processors.items():
+            values = inputs.get(slot)
+            if (values is None or isinstance(values, (Tensor, Mapping)) or not hasattr(processor, "fitted")
+                    or (processor.fitted and not force)):
+                continue
+            processor.fit(values)
+            fitted.append(slot)
+        return fitted
+
     def save(self, directory: Path) -> None:
         for slot, processor in self.processors.items():
             if processor is not None:
@@ -245,22 +400,9 @@ class MultimodalProcessor:
 
     def load(self, directory: Path) -> None:
         for slot, processor in self.processors.items():
-            if processor is not None and (directory / slot).is_dir():
-                processor.load(directory / slot)
-
-
-def _write_text(path: Path, text: str) -> None:
-    from mmzoo.weights import atomic_write
-
-    atomic_write(path, text.encode("utf-8"))
-
-
-def _write_json(path: Path, data: Any) -> None:
-    _write_text(path, json.dumps(data, indent=2, sort_keys=True))
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise WeightsError(f"cannot read {path}: {exc}") from exc
+            if processor is None:
+                continue
+            if not (directory / slot).is_dir():
+                raise WeightsError(f"{directory / slot} is missing: the model folder is incomplete "
+                                   "(its processor files were not saved or were removed)")
+            processor.load(directory / slot)

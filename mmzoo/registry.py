@@ -1,8 +1,10 @@
 """Registry: components by name, lazily imported factories, listing with filters.
 
-The registry knows no torch: factories are ``"module:attr"`` strings imported
-only when a component is built. Plugins fill it through the
-``mmzoo_register`` hook (see :mod:`mmzoo.plugins`).
+A passive container: it knows no torch and no plugin discovery. Factories
+are ``"module:attr"`` strings imported only when a component is built.
+:mod:`mmzoo.plugins` fills registries through the ``mmzoo_register`` hook,
+each plugin inside :meth:`Registry.plugin` (its registrations roll back if it
+fails).
 """
 
 from __future__ import annotations
@@ -12,19 +14,17 @@ import difflib
 import fnmatch
 import importlib
 import re
-import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator
 
+from mmzoo._sort import natural_key
 from mmzoo.errors import AmbiguousNameError, MMZooError, PluginError, UnknownNameError
 
 __all__ = [
     "Registry",
     "ComponentInfo",
     "ResolverInfo",
-    "PluginInfo",
     "Resolved",
-    "default_registry",
     "import_factory",
 ]
 
@@ -52,10 +52,6 @@ def import_factory(spec: str | Callable[..., Any]) -> Callable[..., Any]:
     return obj
 
 
-def _natural_key(text: str) -> list[Any]:
-    return [int(piece) if piece.isdigit() else piece.lower() for piece in re.split(r"(\d+)", text)]
-
-
 def _matches(name: str, filters: str | Iterable[str] | None) -> bool:
     if not filters:
         return True
@@ -73,6 +69,7 @@ class ComponentInfo:
     plugin: str
     modality: str | None = None
     description: str = ""
+    weights: str | None = None  # model presets only: a saved model folder (a zoo entry)
 
     @property
     def qualified_name(self) -> str:
@@ -92,28 +89,12 @@ class ResolverInfo:
     description: str = ""
 
 
-@dataclass
-class PluginInfo:
-    """What discovery learned about one plugin."""
-
-    name: str
-    distribution: str | None = None
-    version: str | None = None
-    module: str | None = None
-    builtin: bool = False
-    status: str = "ok"  # "ok" | "error" | "disabled"
-    error: str | None = None
-    components: list[str] = field(default_factory=list)
-    load_seconds: float = 0.0
-    heavy_imports: list[str] = field(default_factory=list)
-
-
 @dataclass(frozen=True)
 class Resolved:
     """The outcome of looking up one name part."""
 
     kind: str
-    name: str  # canonical spelling, e.g. "resnet18" for the alias "resnet"
+    name: str  # canonical spelling: "resnet18" for the alias "resnet", "alpha:twin" when "twin" is ambiguous
     factory: Callable[..., Any]
     plugin: str
     modality: str | None
@@ -122,68 +103,47 @@ class Resolved:
 class Registry:
     """Encoders, fusions, resolvers, model presets and tasks by name.
 
-    ``Registry()`` discovers installed plugins on first use;
-    ``Registry(autoload=False)`` starts empty (tests register what they need
-    with :meth:`register_plugin`).
+    ``Registry()`` starts empty; :func:`mmzoo.plugins.discover` returns one
+    filled from the installed plugins, :func:`mmzoo.plugins.register_plugin`
+    adds one plugin.
     """
 
-    def __init__(self, autoload: bool = True):
+    def __init__(self) -> None:
         self._components: dict[str, dict[str, list[ComponentInfo]]] = {k: {} for k in KINDS}
         self._aliases: dict[str, dict[str, tuple[str, str]]] = {k: {} for k in KINDS}
         self._resolvers: dict[str, ResolverInfo] = {}
-        self._plugins: dict[str, PluginInfo] = {}
+        self._registered: dict[str, list[str]] = {}  # plugin -> labels of what it registered
         self._current_plugin: str | None = None
-        self._autoload = autoload
-        self._loaded = not autoload
-        self._load_error: PluginError | None = None
-        self._lock = threading.RLock()
+        #: what discovery recorded about each plugin, by name (:class:`mmzoo.plugins.PluginInfo`);
+        #: the registry reads only ``status``, ``error`` and ``name`` (for its error messages)
+        self.plugins: dict[str, Any] = {}
 
-    # ------------------------------------------------------------ loading
-    @property
-    def plugins(self) -> dict[str, PluginInfo]:
-        """What discovery learned about each plugin, by name (discovers on first use)."""
-        self._ensure_loaded()
-        return self._plugins
-
-    def _ensure_loaded(self) -> None:
-        if self._loaded:
-            if self._load_error is not None:  # strict mode stays strict on every later use
-                raise self._load_error
-            return
-        with self._lock:
-            if self._loaded:
-                return self._ensure_loaded()
-            self._loaded = True
-            from mmzoo.plugins import load_plugins
-
-            try:
-                load_plugins(self)
-            except PluginError as exc:
-                self._load_error = exc
-                raise
-
-    def register_plugin(self, plugin: Any, name: str | None = None, **info: Any) -> PluginInfo:
-        """Register a module or object implementing ``mmzoo_register`` as a plugin.
-
-        Errors are reported as described in :mod:`mmzoo.plugins`.
-        """
-        from mmzoo.plugins import register_plugin
-
-        return register_plugin(self, plugin, name or getattr(plugin, "__name__", repr(plugin)), **info)
-
+    # ------------------------------------------------------------ plugins
     @contextlib.contextmanager
-    def _plugin_context(self, name: str) -> Iterator[None]:
+    def plugin(self, name: str) -> Iterator[list[str]]:
+        """Register what the block adds as plugin ``name``: all or nothing.
+
+        Yields the labels (``"fusion:concat"``) of what the plugin has
+        registered. If the block raises (anything, ``SystemExit`` included),
+        every registration it made is undone and the exception propagates.
+        """
+        if name in self._registered:
+            raise PluginError(f"plugin {name!r} is already registered in this registry")
+        registered = self._registered[name] = []
         previous, self._current_plugin = self._current_plugin, name
         try:
-            yield
+            yield registered
+        except BaseException:
+            self._forget(name)
+            raise
         finally:
             self._current_plugin = previous
 
     def _owner(self) -> str:
         return self._current_plugin or LOCAL_PLUGIN
 
-    def _remove_plugin(self, plugin: str) -> None:
-        """Undo every registration of ``plugin`` (a plugin that failed half-way)."""
+    def _forget(self, plugin: str) -> None:
+        """Undo every registration of ``plugin``."""
         for kind in KINDS:
             table = self._components[kind]
             for name in list(table):
@@ -195,14 +155,14 @@ class Registry:
                 del aliases[alias]
         for namespace in [n for n, r in self._resolvers.items() if r.plugin == plugin]:
             del self._resolvers[namespace]
+        del self._registered[plugin]
 
     def _record(self, label: str) -> None:
-        info = self.plugins.get(self._owner())
-        if info is not None:
-            info.components.append(label)
+        self._registered.setdefault(self._owner(), []).append(label)
 
     # ------------------------------------------------------------ adding
-    def _add(self, kind: str, name: str, factory: Any, modality: str | None, description: str) -> None:
+    def _add(self, kind: str, name: str, factory: Any, modality: str | None, description: str,
+             weights: str | None = None) -> None:
         if not isinstance(name, str) or not _SHORT_NAME_RE.match(name):
             raise PluginError(
                 f"cannot register {kind} {name!r}: names use letters, digits, '_', '.' and '-' "
@@ -214,7 +174,7 @@ class Registry:
             )
         if not (isinstance(factory, str) or callable(factory)):
             raise PluginError(f"cannot register {kind} {name!r}: factory must be 'module:attr' or callable")
-        info = ComponentInfo(kind, name, factory, self._owner(), modality, description)
+        info = ComponentInfo(kind, name, factory, self._owner(), modality, description, weights)
         entries = self._components[kind].setdefault(name, [])
         if any(e.plugin == info.plugin for e in entries):
             raise PluginError(f"plugin {info.plugin!r} registers {kind} {name!r} twice")
@@ -236,12 +196,18 @@ class Registry:
         """Register a benchmark task."""
         self._add("task", name, factory, None, description)
 
-    def add_model(self, name: str, spec: str, *, description: str = "") -> None:
-        """Register a named preset: ``name`` stands for the full model name ``spec``."""
+    def add_model(self, name: str, spec: str, *, description: str = "", weights: str | None = None) -> None:
+        """Register a named preset: ``name`` stands for the full model name ``spec``.
+
+        ``weights``: the folder of that model saved with ``save_pretrained``
+        (with a ``card.json``), making it a zoo entry: ``create(name,
+        pretrained=True)`` and ``load("zoo:name")`` return it trained."""
         from mmzoo.names import parse_name
 
         parse_name(spec)  # a preset must at least be well-formed
-        self._add("model", name, spec, None, description or spec)
+        if weights is not None and not isinstance(weights, str):
+            raise PluginError(f"cannot register model {name!r}: weights must be a folder path (str)")
+        self._add("model", name, spec, None, description or spec, weights)
 
     def add_alias(self, alias: str, target: str, *, kind: str = "encoder") -> None:
         """Let ``alias`` stand for the component name ``target`` (e.g. resnet -> resnet18)."""
@@ -277,7 +243,6 @@ class Registry:
     # ------------------------------------------------------------ lookup
     def get(self, kind: str, name: str) -> ComponentInfo:
         """The registered component ``name`` (short, qualified ``plugin:name`` or alias)."""
-        self._ensure_loaded()
         name = self._aliases[kind].get(name, (name, None))[0]
         if ":" in name:
             plugin, _, short = name.partition(":")
@@ -294,7 +259,6 @@ class Registry:
 
     def resolve(self, kind: str, name: str) -> Resolved:
         """Resolve an encoder or fusion name to a callable factory."""
-        self._ensure_loaded()
         target = self._aliases[kind].get(name, (name, None))[0]
         if kind == "encoder":
             if ":" in target:
@@ -304,8 +268,9 @@ class Registry:
                     factory = self._call_resolver(resolver, ident)
                     if factory is None:
                         raise self._unknown(kind, target, namespace=resolver)
-                    display = ident if resolver.default else target
-                    return Resolved(kind, display, factory, resolver.plugin, resolver.modality)
+                    bare = resolver.default and self._only_answer(kind, ident, resolver)
+                    return Resolved(kind, ident if bare else target, factory, resolver.plugin,
+                                    resolver.modality)
             elif target not in self._components[kind]:
                 hits = []
                 for resolver in self._resolvers.values():
@@ -319,7 +284,22 @@ class Registry:
                     resolver, factory = hits[0]
                     return Resolved(kind, target, factory, resolver.plugin, resolver.modality)
         entry = self.get(kind, target)
-        return Resolved(kind, entry.name, import_factory(entry.factory), entry.plugin, entry.modality)
+        return Resolved(kind, self._canonical(entry), import_factory(entry.factory), entry.plugin,
+                        entry.modality)
+
+    def _canonical(self, entry: ComponentInfo) -> str:
+        """The short name if it finds ``entry`` again in this registry, else ``plugin:name``."""
+        unique = len(self._components[entry.kind][entry.name]) == 1 and \
+            entry.name not in self._aliases[entry.kind]
+        return entry.name if unique else entry.qualified_name
+
+    def _only_answer(self, kind: str, ident: str, resolver: ResolverInfo) -> bool:
+        """Whether the bare ``ident`` resolves to ``resolver`` alone (no component,
+        alias or other default namespace claims it)."""
+        if ident in self._components[kind] or ident in self._aliases[kind]:
+            return False
+        return not any(other.default and other is not resolver and self._call_resolver(other, ident) is not None
+                       for other in self._resolvers.values())
 
     def _call_resolver(self, resolver: ResolverInfo, ident: str) -> Any:
         try:
@@ -375,7 +355,6 @@ class Registry:
         """Names of ``kind`` matching fnmatch ``filter``, naturally sorted."""
         if kind not in KINDS:
             raise MMZooError(f"unknown kind {kind!r}; use one of {', '.join(KINDS)}")
-        self._ensure_loaded()
         names: set[str] = set()
         for name, entries in self._components[kind].items():
             for entry in entries:
@@ -390,22 +369,8 @@ class Registry:
         chosen = [n for n in names if _matches(n, filter)]
         if exclude_filters:
             chosen = [n for n in chosen if not _matches(n, exclude_filters)]
-        return sorted(chosen, key=_natural_key)
+        return sorted(chosen, key=natural_key)
 
     def owns(self, kind: str, name: str, plugin: str | None) -> bool:
         """Whether ``plugin`` registered a component ``name`` of ``kind``."""
-        self._ensure_loaded()
         return any(c.plugin == plugin for c in self._components[kind].get(name, []))
-
-
-_DEFAULT: Registry | None = None
-_DEFAULT_LOCK = threading.Lock()
-
-
-def default_registry() -> Registry:
-    """The process-wide registry, filled from installed plugins on first use."""
-    global _DEFAULT
-    with _DEFAULT_LOCK:
-        if _DEFAULT is None:
-            _DEFAULT = Registry()
-        return _DEFAULT

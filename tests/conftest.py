@@ -5,6 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+# mmzoo's pytest plugin reaches installed copies through its pytest11 entry
+# point; a checkout on PYTHONPATH gets the same fixtures from here
+from mmzoo.testing.fixtures import make_mmzoo_registry, mmzoo_registry  # noqa: F401
+
 
 @pytest.fixture(autouse=True)
 def _seed():

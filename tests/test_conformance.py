@@ -253,7 +253,7 @@ def test_isolated_registry_fixture(make_mmzoo_registry):
 
 
 def test_fixture_default_is_builtins_only(mmzoo_registry):
-    from mmzoo.registry import default_registry
+    from mmzoo.plugins import default_registry
 
     assert default_registry() is mmzoo_registry
     from mmzoo.plugins import BUILTIN_PLUGINS
@@ -262,10 +262,68 @@ def test_fixture_default_is_builtins_only(mmzoo_registry):
 
 
 def test_use_registry_restores_the_default():
-    from mmzoo.registry import default_registry
+    from mmzoo.plugins import default_registry
     from mmzoo.testing import use_registry
 
     before = default_registry()
     with use_registry(isolated_registry(builtins=False)) as registry:
         assert default_registry() is registry and mmzoo.list_fusions() == []
     assert default_registry() is before
+
+
+# ------------------------------------------------------------- the pytest plugin
+
+
+def _pytest11_entry_points() -> dict[str, str]:
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib
+    from pathlib import Path
+
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    return pyproject["project"]["entry-points"]["pytest11"]
+
+
+def test_fixtures_reach_any_test_suite_through_the_pytest11_entry_point(tmp_path):
+    """A third-party suite uses the fixtures by name, without importing them,
+    once mmzoo is installed with the entry point its pyproject declares."""
+    import os
+    import subprocess
+    import sys
+
+    entry_points = _pytest11_entry_points()
+    assert entry_points == {"mmzoo": "mmzoo.testing.fixtures"}
+    site = tmp_path / "site"  # what pip leaves for the entry points (mmzoo itself is on the path already)
+    info = site / "mmzoo_pytest_probe-0.1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: mmzoo-pytest-probe\nVersion: 0.1.0\n")
+    (info / "entry_points.txt").write_text(
+        "[pytest11]\n" + "".join(f"{name} = {value}\n" for name, value in entry_points.items()))
+    suite = tmp_path / "suite"
+    suite.mkdir()
+    (suite / "test_third_party.py").write_text(
+        "import mmzoo\n\n"
+        "def test_make(make_mmzoo_registry):\n"
+        "    registry = make_mmzoo_registry(builtins=False)\n"
+        "    assert mmzoo.default_registry() is registry and mmzoo.list_fusions() == []\n\n"
+        "def test_builtins(mmzoo_registry):\n"
+        "    assert 'concat' in mmzoo.list_fusions() and list(mmzoo_registry.plugins)[0] == 'timm'\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MMZOO_", "PYTEST_"))}
+    env["PYTHONPATH"] = os.pathsep.join([str(site), env.get("PYTHONPATH", "")])
+    run = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--rootdir", str(suite), str(suite)]
+    result = subprocess.run(run, cwd=suite, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and "2 passed" in result.stdout, result.stdout[-3000:] + result.stderr[-2000:]
+    # and without the plugin the fixtures are unknown: it is the entry point that brings them
+    result = subprocess.run(run[:3] + ["-p", "no:mmzoo"] + run[3:], cwd=suite, env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode != 0 and "fixture 'make_mmzoo_registry' not found" in result.stdout
+
+
+def test_the_kit_imports_without_pytest():
+    import subprocess
+    import sys
+
+    code = ("import sys, mmzoo.testing; assert 'pytest' not in sys.modules; "
+            "from mmzoo.testing import make_mmzoo_registry; assert 'pytest' in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -24,7 +24,7 @@ from mmzoo.errors import InputError, MMZooError
 B = 6
 
 FUSIONS = mmzoo.list_fusions()
-_REGISTRY = mmzoo.Registry()
+_REGISTRY = mmzoo.default_registry()
 
 
 def factory(name: str) -> Any:

@@ -76,3 +76,32 @@ def test_json_all_and_disabled(site):
 def test_strict_mode_still_lists(site):
     result = run_cli(site, MMZOO_STRICT_PLUGINS="1")
     assert result.returncode == 1 and "needs libfoo" in result.stdout
+
+
+def test_distributions_come_from_pluggys_distinfo(site):
+    """Entry points are loaded through pluggy, so its list_plugin_distinfo names each
+    plugin's distribution; PluginInfo (and so `mmzoo plugins`) reports that."""
+    script = textwrap.dedent("""
+        import json
+        from mmzoo.plugins import discover, plugin_manager
+        registry = discover()
+        manager = plugin_manager(registry)
+        distinfo = {manager.get_name(p): [d.project_name, d.version] for p, d in manager.list_plugin_distinfo()}
+        info = {n: [i.distribution, i.version, i.builtin] for n, i in registry.plugins.items()}
+        print(json.dumps({"distinfo": distinfo, "info": info}))
+    """)
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("MMZOO_")}
+    environ.update(PYTHONPATH=os.pathsep.join([str(site), environ.get("PYTHONPATH", "")]),
+                   MMZOO_DISABLE_PLUGINS="broken")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=environ,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    found = json.loads(result.stdout)
+    assert found["distinfo"]["heavy"] == ["heavy-plugin", "2.0.1"]
+    assert found["distinfo"]["audio"][0] == "mmzoo-audio"
+    for name, (dist, version) in found["distinfo"].items():
+        assert found["info"][name][:2] == [dist, version]
+    assert "broken" not in found["distinfo"] and found["info"]["broken"][:2] == ["broken-plugin", "2.0.1"]
+    import mmzoo
+
+    assert found["info"]["timm"] == ["mmzoo", mmzoo.__version__, True]  # built-ins

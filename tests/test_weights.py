@@ -7,6 +7,7 @@ import shutil
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from torch.overrides import TorchFunctionMode
 
 import mmzoo
 from mmzoo.errors import PluginError, WeightsError
@@ -150,7 +151,7 @@ def test_loading_never_imports_named_modules(saved, monkeypatch):
 
 def test_missing_plugin_is_named(saved):
     _, path = saved
-    registry = Registry(autoload=False)
+    registry = Registry()
     # mmzoo is installed; what is missing is the plugin, and the message says which
     with pytest.raises(PluginError, match="plugin 'timm'.*distribution 'mmzoo' is installed and "
                                           "no plugin 'timm' is loaded"):
@@ -224,6 +225,16 @@ def test_minilm_matches_transformers_directly():
     assert similar < 0.5  # real weights: unrelated sentences are far apart
 
 
+def test_minilm_builds_quietly_and_restores_transformers_logging(capfd):
+    from transformers.utils import logging as hf_logging
+
+    before = hf_logging.get_verbosity()
+    mmzoo.create("minilm+cnn/concat")
+    captured = capfd.readouterr()
+    assert "LOAD REPORT" not in captured.err and "Loading weights" not in captured.err, captured.err[:300]
+    assert hf_logging.get_verbosity() == before
+
+
 def test_slot_order_survives_save_and_load(tmp_path, images, token_ids):
     model = mmzoo.create(f"lstm({TINY_TEXT})+cnn(channels=(8,))+cnn/concat", num_classes=2).eval()
     assert model.inputs == ("text", "image", "image_2")
@@ -232,3 +243,161 @@ def test_slot_order_survives_save_and_load(tmp_path, images, token_ids):
     assert again.inputs == model.inputs and again.name == model.name
     assert torch.equal(again(text=token_ids, image=images, image_2=images),
                        model(text=token_ids, image=images, image_2=images))
+
+
+# ---------------------------------------------------------------- mmzoo._io and the import direction
+
+
+def test_atomic_write_keeps_the_old_file_on_failure_and_syncs_the_folder(tmp_path, monkeypatch):
+    import os
+
+    import mmzoo._io as io
+
+    target = tmp_path / "sub" / "file.json"
+    synced = []
+    monkeypatch.setattr(io, "fsync_dir", lambda d: synced.append(d))
+    old_mask = os.umask(0o022)
+    try:
+        io.write_json(target, {"b": 1, "a": [1, 2]})
+    finally:
+        os.umask(old_mask)
+    assert json.loads(target.read_text()) == {"a": [1, 2], "b": 1} and synced == [target.parent]
+    assert target.stat().st_mode & 0o777 == 0o644  # what open() would give, not mkstemp's 0600
+
+    def broken(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(io.os, "replace", broken)
+    with pytest.raises(OSError, match="No space"):
+        io.atomic_write_text(target, "new")
+    monkeypatch.undo()
+    assert json.loads(target.read_text()) == {"a": [1, 2], "b": 1}
+    assert sorted(p.name for p in target.parent.iterdir()) == ["file.json"]  # no temporary left
+
+
+def test_read_json_names_the_file(tmp_path):
+    from mmzoo._io import read_json
+
+    with pytest.raises(WeightsError, match=f"{tmp_path / 'absent.json'} is missing"):
+        read_json(tmp_path / "absent.json")
+    for content in (b"{broken", b'{"a": "\xff"}'):
+        (tmp_path / "bad.json").write_bytes(content)
+        with pytest.raises(WeightsError, match=f"{tmp_path / 'bad.json'} is not valid JSON"):
+            read_json(tmp_path / "bad.json")
+
+
+def _mmzoo_imports(path):
+    """Every mmzoo module ``path`` imports, at the top or inside a function."""
+    import ast
+
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("mmzoo.")}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("mmzoo"):
+            found |= ({f"{node.module}.{a.name}" for a in node.names} | {node.module}) - {"mmzoo"}
+    return found
+
+
+def test_files_and_loading_import_one_way():
+    """_io <- weights <- hub -> builder -> model -> weights: no circle through the file modules."""
+    from pathlib import Path
+
+    root = Path(mmzoo.__file__).parent
+    modules = {".".join(("mmzoo", *p.relative_to(root).with_suffix("").parts)).removesuffix(".__init__"): p
+               for p in root.rglob("*.py")}
+    graph = {name: {m for m in _mmzoo_imports(path) if m in modules} for name, path in modules.items()}
+    assert graph["mmzoo._io"] <= {"mmzoo.errors"}
+    assert graph["mmzoo.weights"] <= {"mmzoo._io", "mmzoo.errors"}
+    assert "mmzoo.weights" not in graph["mmzoo.processing"] and "mmzoo.hub" not in graph["mmzoo.builder"]
+
+    def reaches(start, goal):
+        seen, todo = set(), [start]
+        while todo:
+            for nxt in graph[todo.pop()] - seen:
+                if nxt == goal:
+                    return True
+                seen.add(nxt)
+                todo.append(nxt)
+        return False
+
+    for module in ("mmzoo._io", "mmzoo.weights", "mmzoo.hub", "mmzoo.processing"):
+        assert not reaches(module, module), f"{module} imports itself through a circle"
+
+
+class RandomFills(TorchFunctionMode):
+    """Records the random fills (``normal_``, ``nn.init.kaiming_uniform_``, ...) that reach it."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        target = args[0] if args else kwargs.get("tensor")
+        name = getattr(func, "__name__", "")
+        if isinstance(target, torch.Tensor) and not target.is_meta and name.endswith("_") \
+                and any(word in name for word in ("uniform", "normal", "orthogonal")):
+            self.seen.append(name)
+        return func(*args, **kwargs)
+
+
+def test_strict_load_skips_random_initialisation(saved, images, token_ids):
+    """A strict load overwrites every parameter, so the rebuild skips their random
+    initialisation (it was about half of ``mmzoo.load``'s time); outputs stay identical.
+    A non-strict load may keep initial values, so it initialises as create() does."""
+    model, path = saved
+    with RandomFills() as strict:
+        again = mmzoo.load(path)
+    assert strict.seen == []
+    assert torch.equal(model(image=images, text=token_ids), again(image=images, text=token_ids))
+    with RandomFills() as loose:
+        mmzoo.load(path, strict=False)
+    assert {"kaiming_uniform_", "normal_"} <= set(loose.seen)
+
+
+def test_skipped_fills_touch_only_parameters():
+    from torch import nn
+
+    from mmzoo._fills import SkipParameterFills
+
+    class Layer(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight = nn.Parameter(torch.empty(4, 4))
+            nn.init.trunc_normal_(self.weight)          # nn.init: the target is passed on as tensor=
+            self.scale = nn.Parameter(torch.empty(4))
+            self.scale.uniform_()                       # a method: the target is the first argument
+            self.bias = nn.Parameter(torch.full((4,), 0.5))  # computed out of place: kept
+            self.register_buffer("window", torch.empty(4).fill_(2.0), persistent=False)
+            self.register_buffer("running", torch.ones(4))
+            self.running.mul_(3.0)
+
+    with RandomFills() as passed_on, SkipParameterFills():
+        layer, linear = Layer(), nn.Linear(3, 3)
+    assert passed_on.seen == []  # no parameter drew a random number
+    assert torch.equal(layer.weight, torch.zeros(4, 4)) and torch.equal(layer.scale, torch.zeros(4))
+    assert torch.equal(layer.bias, torch.full((4,), 0.5))
+    assert torch.equal(layer.window, torch.full((4,), 2.0)) and torch.equal(layer.running, torch.full((4,), 3.0))
+    assert linear.weight.requires_grad and linear.weight.shape == (3, 3)
+    with RandomFills() as outside:
+        nn.Linear(3, 3)
+    assert outside.seen == ["kaiming_uniform_", "uniform_"]  # initialised as usual
+
+
+def test_strict_load_refuses_a_parameter_the_state_dict_hides():
+    """A parameter a state-dict hook leaves out would keep its (skipped) initialisation."""
+    from torch import nn
+
+    from mmzoo.weights import load_state
+
+    layer = nn.Linear(2, 2)
+
+    def hide_bias(module, state, prefix, local_metadata):
+        del state[prefix + "bias"]
+
+    layer._register_state_dict_hook(hide_bias)
+    with pytest.raises(WeightsError, match=r"missing keys \['bias'\]"):
+        load_state(layer, {"weight": torch.zeros(2, 2)}, strict=True, source="x.safetensors")
+    load_state(layer, {"weight": torch.zeros(2, 2)}, strict=False, source="x.safetensors")
+    assert torch.equal(layer.weight, torch.zeros(2, 2))

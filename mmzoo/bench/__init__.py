@@ -1,5 +1,6 @@
 """The benchmark harness: run combinations (each in its own process), record
-rows in a JSONL file, and render the leaderboard.
+rows in a JSONL file (:mod:`mmzoo.bench.results`), and render the leaderboard
+(mean ± std and bootstrap intervals from :mod:`mmzoo.bench.stats`).
 
     >>> from mmzoo.bench import run_sweep, render            # doctest: +SKIP
     >>> run_sweep(["cnn+lstm/*"], "digits-sum", {"epochs": 5}, "results.jsonl")
@@ -10,8 +11,8 @@ process (:mod:`mmzoo.bench.measure`).
 """
 
 from mmzoo.bench.leaderboard import aggregate, render, render_html, render_markdown, render_plots
-from mmzoo.bench.runner import (DEFAULTS, Job, append_row, expand_names, load_suite, parse_shard, plan,
-                                read_rows, run_sweep)
+from mmzoo.bench.results import append_row, read_rows
+from mmzoo.bench.runner import DEFAULTS, Job, expand_names, load_suite, parse_shard, plan, run_sweep
 
 __all__ = ["DEFAULTS", "Job", "append_row", "expand_names", "load_suite", "parse_shard", "plan", "read_rows",
            "run_sweep", "aggregate", "render", "render_html", "render_markdown", "render_plots"]

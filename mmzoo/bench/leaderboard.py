@@ -1,6 +1,13 @@
 """Render results (JSONL rows) as a leaderboard: markdown, a self-contained
 sortable HTML page, and matplotlib plots (accuracy vs throughput with the
-Pareto front marked; accuracy vs robustness to a missing input)."""
+Pareto front marked; accuracy vs robustness to a missing input; corruption
+curves).
+
+Each entry (one model, task and configuration) shows accuracy as mean ± std
+over seeds with a 95% bootstrap interval over seeds and test samples
+(:mod:`mmzoo.bench.stats`), and whether its difference from the task's best
+entry is within noise (the paired bootstrap interval of the difference
+contains 0)."""
 
 from __future__ import annotations
 
@@ -10,18 +17,22 @@ import statistics
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from mmzoo.bench.runner import fill_gain, read_rows, row_key, split_name, _ident
+from mmzoo._io import atomic_write_text
+from mmzoo.bench.results import decode_classes, fill_gain, read_rows, row_key
+from mmzoo.errors import MMZooError
 
 __all__ = ["aggregate", "render_markdown", "render_html", "render_plots", "render", "short_name"]
 
 
 def short_name(name: str) -> str:
     """``"cnn(channels=(16, 32))+lstm(...)/concat"`` -> ``"cnn+lstm/concat"``."""
+    import mmzoo
+
     try:
-        encoders, fusion = split_name(name)
-    except Exception:
-        return name
-    return "+".join(_ident(e) for e in encoders) + "/" + _ident(fusion)
+        parsed = mmzoo.parse_name(name)
+    except (MMZooError, TypeError):
+        return str(name)
+    return "+".join(e.name for e in parsed.encoders) + "/" + parsed.fusion.name
 
 
 def _mean(values: Iterable[float | None]) -> float | None:
@@ -41,7 +52,8 @@ def _median(values: Iterable[float | None]) -> float | None:
 
 def aggregate(rows: Sequence[Mapping[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Latest row per (name, task, seed, config) -> one entry per (task, name,
-    config) with mean/std over seeds; returns ``(entries, failed_rows)``."""
+    config) with mean/std over seeds, bootstrap intervals and the comparison
+    with the task's best entry; returns ``(entries, failed_rows)``."""
     latest: dict[tuple, dict[str, Any]] = {}
     for row in rows:
         latest[row_key(row)] = dict(row)
@@ -56,7 +68,7 @@ def aggregate(rows: Sequence[Mapping[str, Any]]) -> tuple[list[dict[str, Any]], 
             failed.append(row)
             continue
         groups.setdefault((row["task"], row["name"], row.get("config_id")), []).append(row)
-    entries = []
+    entries, draws = [], []
     for (task, name, config), members in groups.items():
         first = members[0]
         slots = sorted({s for m in members for s in (m.get("missing_accuracy") or {})})
@@ -75,14 +87,85 @@ def aggregate(rows: Sequence[Mapping[str, Any]]) -> tuple[list[dict[str, Any]], 
             "throughput_per_s": _median(m.get("throughput_per_s") for m in members),
             "train_samples_per_s": _median(m.get("train_samples_per_s") for m in members),
             "peak_memory_mb": _median(m.get("peak_memory_mb") for m in members),
+            "weights_mb": first.get("weights_mb"),
+            "train_peak_tensor_mb": _median(m.get("train_peak_tensor_mb") for m in members),
+            "infer_peak_tensor_mb": _median(m.get("infer_peak_tensor_mb") for m in members),
             "process_max_rss_mb": _median(m.get("process_max_rss_mb") for m in members),
             "mfu": _median(m.get("mfu") for m in members),
             "compile_s": _median(m.get("compile_s") for m in members),
             "env": first.get("env", {}),
+            **_robustness(members),
         }
+        draws.append(_bootstrap(entry, members))
         entries.append(entry)
-    entries.sort(key=lambda e: (e["task"], -(e["accuracy"] or 0.0), e["name"]))
+    order = sorted(range(len(entries)), key=lambda i: (entries[i]["task"], -(entries[i]["accuracy"] or 0.0),
+                                                       entries[i]["name"]))
+    entries, draws = [entries[i] for i in order], [draws[i] for i in order]
+    _compare_with_best(entries, draws)  # on a tie the first row shown is the best
     return entries, failed
+
+
+def _bootstrap(entry: dict[str, Any], members: Sequence[Mapping[str, Any]]):
+    """Fill the 95% intervals of accuracy and macro-F1 (over seeds and test
+    samples); returns the accuracy draws, or None for rows recorded without
+    per-sample predictions."""
+    entry["accuracy_ci"] = entry["macro_f1_ci"] = None
+    if not all(m.get("test_labels") is not None and m.get("test_predictions") is not None for m in members):
+        return None
+    from mmzoo.bench import stats
+
+    samples = {m["seed"]: (decode_classes(m["test_labels"]), decode_classes(m["test_predictions"]))
+               for m in members}
+    num_classes = members[0].get("num_classes") or 1 + max(max(y + p) for y, p in samples.values())
+    draws = stats.bootstrap(samples, num_classes=num_classes)
+    entry["accuracy_ci"] = stats.interval(draws["accuracy"])
+    entry["macro_f1_ci"] = stats.interval(draws["macro_f1"])
+    return draws["accuracy"]
+
+
+def _compare_with_best(entries: Sequence[dict[str, Any]], draws: Sequence[Any]) -> None:
+    """``vs_best`` per entry: "best", "within noise" (the paired bootstrap
+    interval of the accuracy difference to the best entry of the task
+    contains 0), "below", or None without per-sample predictions."""
+    from mmzoo.bench import stats
+
+    best: dict[str, int] = {}
+    for i, e in enumerate(entries):  # entries are sorted best first within each task
+        if draws[i] is not None and e["task"] not in best:
+            best[e["task"]] = i
+    for i, e in enumerate(entries):
+        e["vs_best"] = e["difference_ci"] = None
+        top = best.get(e["task"])
+        if draws[i] is None or top is None:
+            continue
+        if i == top:
+            e["vs_best"] = "best"
+            continue
+        low, high = stats.interval(draws[top] - draws[i])
+        e["difference_ci"] = (low, high)
+        e["vs_best"] = "within noise" if low <= 0 <= high else "below"
+
+
+def _robustness(members: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Mean over seeds of the robustness fields (corruption AUC and
+    mismatched-pair accuracy per input, curves per input and corruption)."""
+    reports = [m["robustness"] for m in members if m.get("robustness")]
+    if not reports:
+        return {"corruption_auc": {}, "mismatched_accuracy": {}, "corruption_curves": {}, "corruption_levels": None}
+    levels = reports[0]["levels"]
+    curves: dict[str, dict[str, list[float]]] = {}
+    for slot, by_name in reports[0]["curves"].items():
+        for name in by_name:
+            runs = [r["curves"][slot][name] for r in reports
+                    if r["levels"] == levels and name in r["curves"].get(slot, {})]
+            curves.setdefault(slot, {})[name] = [_mean(values) for values in zip(*runs)]
+
+    def per_input(field: str) -> dict[str, float | None]:
+        slots = sorted({s for r in reports for s in r.get(field) or {}})
+        return {s: _mean((r.get(field) or {}).get(s) for r in reports) for s in slots}
+
+    return {"corruption_auc": per_input("corruption_auc"), "mismatched_accuracy": per_input("mismatched_accuracy"),
+            "corruption_curves": curves, "corruption_levels": levels}
 
 
 # ------------------------------------------------------------------ formatting
@@ -91,6 +174,8 @@ def _fmt(value: Any, kind: str = "") -> str:
         return "–"
     if kind == "pct":
         return f"{100 * value:.1f}"
+    if kind == "ci":
+        return f"{100 * value[0]:.1f}–{100 * value[1]:.1f}"
     if kind == "gain":
         return f"{100 * value:+.1f}"
     if kind == "count":
@@ -118,11 +203,19 @@ def _columns(entries: Sequence[Mapping[str, Any]]) -> list[tuple[str, Any, str]]
         ("model", lambda e: e["short"] + (" (single input)" if e["kind"] == "baseline" else ""), "text"),
         ("acc %", lambda e: e["accuracy"], "pct"),
         ("± std", lambda e: e["accuracy_std"], "pct"),
+        ("acc 95% CI", lambda e: e.get("accuracy_ci"), "ci"),
+        ("vs best", lambda e: e.get("vs_best") or "–", "text"),
         ("macro-F1 %", lambda e: e["macro_f1"], "pct"),
+        ("F1 95% CI", lambda e: e.get("macro_f1_ci"), "ci"),
         ("gain vs best single (pts)", lambda e: e["multimodal_gain"], "gain"),
     ]
     for slot in slots:
         cols.append((f"acc w/o {slot} %", lambda e, s=slot: e["missing_accuracy"].get(s), "pct"))
+    for slot in sorted({s for e in entries for s in e.get("corruption_auc") or {}}):
+        cols.append((f"corruption AUC {slot} %", lambda e, s=slot: (e.get("corruption_auc") or {}).get(s), "pct"))
+    for slot in sorted({s for e in entries for s in e.get("mismatched_accuracy") or {}}):
+        cols.append((f"mismatched, {slot} kept %",
+                     lambda e, s=slot: (e.get("mismatched_accuracy") or {}).get(s), "pct"))
     cols += [
         ("params", lambda e: e["params_total"], "count"),
         ("fusion params", lambda e: e["params_fusion"], "count"),
@@ -132,15 +225,33 @@ def _columns(entries: Sequence[Mapping[str, Any]]) -> list[tuple[str, Any, str]]
         ("infer samples/s", lambda e: e["throughput_per_s"], "rate"),
         ("train samples/s", lambda e: e["train_samples_per_s"], "rate"),
     ]
+    if any(e.get("train_peak_tensor_mb") is not None for e in entries):  # the model's own tensors
+        cols += [("weights MB", lambda e: e.get("weights_mb"), "mb"),
+                 ("train step tensors MB", lambda e: e.get("train_peak_tensor_mb"), "mb"),
+                 ("inference tensors MB", lambda e: e.get("infer_peak_tensor_mb"), "mb")]
     if any(e.get("peak_memory_mb") is not None for e in entries):  # GPU allocator peak
-        cols.append(("peak mem MB", lambda e: e["peak_memory_mb"], "mb"))
-    cols.append(("process RSS MB", lambda e: e.get("process_max_rss_mb"), "mb"))
+        cols.append(("CUDA peak allocated MB", lambda e: e["peak_memory_mb"], "mb"))
+    cols.append(("process max RSS MB", lambda e: e.get("process_max_rss_mb"), "mb"))
     if any(e.get("mfu") is not None for e in entries):
         cols.append(("MFU %", lambda e: e["mfu"], "pct"))
     if any(e.get("compile_s") is not None for e in entries):
         cols.append(("compile s", lambda e: e["compile_s"], "ms"))
     cols.append(("seeds", lambda e: e["seeds"], "text"))
     return cols
+
+
+_NOTES = ("Accuracy is on the test split after the fixed training budget (mean ± std over seeds); "
+          "95% CI: bootstrap over seeds and test samples; 'vs best': 'within noise' when the paired bootstrap "
+          "interval of the accuracy difference to the best row contains 0; "
+          "gain = accuracy minus the best single-input model trained the same way; "
+          "'acc w/o X' = accuracy with input X omitted at test time; 'corruption AUC X' = area under the "
+          "accuracy-vs-corruption-level curve of input X relative to clean accuracy (100: no loss); "
+          "'mismatched, X kept' = accuracy when every input but X is shuffled across test samples (X keeps "
+          "its labels; a model using only X loses nothing, one using the pairing falls). FLOPs: forward pass, counted by torch.utils.flop_counter. "
+          "Throughput and latency: eval mode, no grad, after warm-up. "
+          "Memory: 'train step tensors' / 'inference tensors' = peak MB of the tensors one training "
+          "step's forward + backward / one inference batch allocates (batch size as in training), on top "
+          "of the weights; 'process max RSS' is the whole worker process, mostly torch itself.")
 
 
 def _env_line(entries: Sequence[Mapping[str, Any]]) -> str:
@@ -176,10 +287,7 @@ def render_markdown(entries: Sequence[Mapping[str, Any]], failed: Sequence[Mappi
             error = str(r.get("error", "")).replace("|", "\\|").replace("\n", " ")[:200]
             lines.append(f"| {short_name(r.get('name', ''))} | {r.get('task')} | {r.get('seed')} | {error} |")
         lines.append("")
-    lines += ["Accuracy is on the test split after the fixed training budget (mean ± std over seeds); "
-              "gain = accuracy minus the best single-input model trained the same way; "
-              "'acc w/o X' = accuracy with input X omitted at test time. FLOPs: forward pass, counted by "
-              "torch.utils.flop_counter. Throughput and latency: eval mode, no grad, after warm-up.", ""]
+    lines += [_NOTES, ""]
     return "\n".join(lines)
 
 
@@ -235,6 +343,8 @@ def render_html(entries: Sequence[Mapping[str, Any]], failed: Sequence[Mapping[s
                     cells.append(f"<td data-v='{html.escape(str(value))}'{title_attr}>{html.escape(str(value))}</td>")
                 else:
                     sort_value = "" if value is None or (isinstance(value, float) and math.isnan(value)) else value
+                    if isinstance(sort_value, tuple):  # an interval sorts by its lower end
+                        sort_value = sort_value[0]
                     cells.append(f"<td class='n' data-v='{sort_value}'>{html.escape(_fmt(value, kind))}</td>")
             cls = " class='baseline'" if e["kind"] == "baseline" else ""
             out.append(f"<tr{cls}>" + "".join(cells) + "</tr>")
@@ -247,9 +357,7 @@ def render_html(entries: Sequence[Mapping[str, Any]], failed: Sequence[Mapping[s
                                         (r.get("name"), r.get("task"), r.get("seed"), str(r.get("error", ""))[:300]))
                        + "</tr>")
         out.append("</tbody></table>")
-    out.append("<p class='env'>Accuracy: test split, mean ± std over seeds. Gain: accuracy minus the best "
-               "single-input model trained the same way. 'acc w/o X': input X omitted at test time. "
-               "Hover a model for its full name.</p>")
+    out.append(f"<p class='env'>{html.escape(_NOTES)} Hover a model for its full name.</p>")
     out.append(f"<script>{_SCRIPT}</script></body></html>")
     return "\n".join(out)
 
@@ -266,8 +374,9 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
 
 
 def render_plots(entries: Sequence[Mapping[str, Any]], directory: str | Path) -> list[Path]:
-    """Per task: ``<task>-accuracy-vs-throughput.png`` and
-    ``<task>-accuracy-vs-robustness.png``; returns the written paths."""
+    """Per task: ``<task>-accuracy-vs-throughput.png``,
+    ``<task>-accuracy-vs-robustness.png`` and, with robustness rows,
+    ``<task>-corruption-curves.png``; returns the written paths."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -324,23 +433,58 @@ def render_plots(entries: Sequence[Mapping[str, Any]], directory: str | Path) ->
             fig.savefig(path, dpi=120)
             plt.close(fig)
             written.append(path)
+        pts = [e for e in group if e.get("corruption_curves")]
+        if pts:
+            written.append(_plot_corruption_curves(plt, task, pts, directory))
     return written
+
+
+def _plot_corruption_curves(plt, task: str, entries: Sequence[Mapping[str, Any]], directory: Path) -> Path:
+    """One panel per (input, corruption): accuracy against corruption level,
+    a line per model (dashed: single-input models)."""
+    panels = sorted({(slot, name) for e in entries for slot, by_name in e["corruption_curves"].items()
+                     for name in by_name})
+    cols = min(len(panels), 3)
+    rows = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 3.6 * rows), squeeze=False)
+    colors = {e["name"]: f"C{i % 10}" for i, e in enumerate(entries)}  # one colour per model in every panel
+    for ax, (slot, name) in zip(axes.flat, panels):
+        for e in entries:
+            curve = e["corruption_curves"].get(slot, {}).get(name)
+            if curve:
+                ax.plot(e["corruption_levels"], [100 * v for v in curve], marker="o", markersize=3,
+                        color=colors[e["name"]], linestyle="--" if e["kind"] == "baseline" else "-")
+        ax.set_title(f"{slot}: {name}", fontsize=9)
+        ax.set_xlabel("corruption level")
+        ax.set_ylabel("test accuracy (%)")
+        ax.grid(True, alpha=0.3)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], color=colors[e["name"]], marker="o", markersize=3,
+                      linestyle="--" if e["kind"] == "baseline" else "-") for e in entries]
+    fig.legend(handles, [e["short"] for e in entries], loc="lower center", ncol=min(4, len(entries)), fontsize=7)
+    fig.suptitle(f"{task}: accuracy under corruption (dashed: single-input)")
+    fig.tight_layout(rect=(0, 0.08, 1, 0.95))
+    path = directory / f"{task}-corruption-curves.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
 
 
 def render(results: str | Path, *, md: str | Path | None = None, html_path: str | Path | None = None,
            plots: str | Path | None = None) -> tuple[str, list[Path]]:
     """Read ``results`` and write the requested outputs; returns the markdown
     and the paths written."""
-    from mmzoo.bench.runner import _atomic_write_text
-
     rows = read_rows(results)
     entries, failed = aggregate(rows)
     markdown = render_markdown(entries, failed)
     written: list[Path] = []
     if md:
-        written.append(_atomic_write_text(md, markdown))
+        written.append(atomic_write_text(md, markdown))
     if html_path:
-        written.append(_atomic_write_text(html_path, render_html(entries, failed)))
+        written.append(atomic_write_text(html_path, render_html(entries, failed)))
     if plots:
         written += render_plots(entries, plots)
     return markdown, written

@@ -18,7 +18,7 @@ from typing import Any, Mapping
 
 import torch
 
-__all__ = ["measure", "environment", "count_params", "flops_per_sample", "PEAK_TFLOPS"]
+__all__ = ["measure", "environment", "param_counts", "flops_per_sample", "tensor_memory", "PEAK_TFLOPS"]
 
 #: dense peak TFLOP/s by device-name substring: (bf16/fp16 tensor core, fp32 without TF32)
 PEAK_TFLOPS = {
@@ -66,14 +66,15 @@ def environment(device: torch.device, settings: Mapping[str, Any], seed: int) ->
     }
 
 
-def count_params(model) -> dict[str, Any]:
-    def count(module, trainable=False):
-        return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable)
+def param_counts(model) -> dict[str, Any]:
+    """The parameter fields of a row: total, trainable, fusion, and per part
+    (counted like the ``mmzoo create`` table)."""
+    from mmzoo._params import count_parameters
 
-    parts = {f"encoder.{slot}": count(enc) for slot, enc in model.encoders.items()}
-    parts["fusion"] = count(model.fusion)
-    parts["head"] = count(model.head)
-    return {"params_total": count(model), "params_trainable": count(model, True),
+    parts = {f"encoder.{slot}": count_parameters(enc) for slot, enc in model.encoders.items()}
+    parts["fusion"] = count_parameters(model.fusion)
+    parts["head"] = count_parameters(model.head)
+    return {"params_total": count_parameters(model), "params_trainable": count_parameters(model, True),
             "params_fusion": parts["fusion"], "params_parts": parts}
 
 
@@ -90,17 +91,43 @@ def flops_per_sample(model, batch: Mapping[str, Any], n: int) -> float | None:
     return counter.get_total_flops() / n
 
 
+def tensor_memory(model, batch: Mapping[str, Any], labels: torch.Tensor, device, precision: str
+                  ) -> dict[str, Any]:
+    """What a user can act on, on any device: the weights' size and the peak MB of the
+    tensors allocated by one training step's forward + backward (activations kept for
+    backward, gradients) and by one inference batch, both for ``batch``
+    (:mod:`mmzoo.bench.memory`). Leaves the model in eval mode without gradients."""
+    from mmzoo.bench.memory import peak_tensor_bytes
+    from mmzoo.train import autocast
+
+    def train_step():
+        with autocast(device, precision):
+            logits = model(**batch)
+        torch.nn.functional.cross_entropy(logits.float(), labels).backward()
+
+    def inference():
+        with torch.no_grad(), autocast(device, precision):
+            model(**batch)
+
+    model.train().zero_grad(set_to_none=True)
+    train = peak_tensor_bytes(train_step)
+    model.eval().zero_grad(set_to_none=True)
+    weights = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
+    return {"weights_mb": weights / 2**20, "train_peak_tensor_mb": train / 2**20,
+            "infer_peak_tensor_mb": peak_tensor_bytes(inference) / 2**20, "memory_batch_size": len(labels)}
+
+
 def _timed(fn, device, warmup: int, iters: int) -> list[float]:
-    from mmzoo.train import _sync
+    from mmzoo.train import synchronize
 
     for _ in range(warmup):
         fn()
-    _sync(device)
+    synchronize(device)
     times = []
     for _ in range(iters):
         start = time.perf_counter()
         fn()
-        _sync(device)
+        synchronize(device)
         times.append(time.perf_counter() - start)
     return times
 
@@ -117,7 +144,8 @@ def _percentile(values, q: float) -> float:
 def measure(name: str, task_name: str, seed: int, settings: Mapping[str, Any], *, log=print) -> dict[str, Any]:
     """Train ``name`` on ``task_name`` with ``settings`` and return the row."""
     import mmzoo
-    from mmzoo.train import _autocast, _sync, encode, evaluate, fit
+    from mmzoo.bench.results import encode_classes
+    from mmzoo.train import autocast, encode, evaluate, fit, fit_tokenizers, predict, synchronize
 
     if settings.get("threads"):
         torch.set_num_threads(int(settings["threads"]))
@@ -132,29 +160,39 @@ def measure(name: str, task_name: str, seed: int, settings: Mapping[str, Any], *
         task_kwargs["data"] = settings["data"]
     task = mmzoo.get_task(task_name, seed=seed, **task_kwargs)
     splits = task.splits()
+    if settings.get("pretrained"):  # {KEY} -> this machine's converted file (reused from the cache)
+        from mmzoo.converted import fill_placeholders, parse_specs, prepare_all
+
+        name = fill_placeholders(name, prepare_all(parse_specs(settings["pretrained"], "bench settings")))
     model = mmzoo.create(name, num_classes=task.num_classes, labels=list(task.labels),
                          modality_dropout=float(settings.get("modality_dropout") or 0.0))
-    row: dict[str, Any] = {"status": "ok", "canonical_name": model.name, "inputs": list(model.inputs)}
-    row.update(count_params(model))
+    row: dict[str, Any] = {"status": "ok", "canonical_name": model.name, "inputs": list(model.inputs),
+                           "num_classes": task.num_classes}
 
-    # data (the scratch tokenizer is fitted on the training texts inside encode/fit)
-    from mmzoo.train import fit_tokenizers
-
+    # data (scratch tokenizers and tabular statistics are fitted on the training split first;
+    # a tabular encoder builds its column parameters then, so they are counted after)
     fit_tokenizers(model, splits["train"])
-    data = {split: encode(model, s) for split, s in splits.items()}
-    row["train_samples"], row["test_samples"] = len(data["train"]), len(data["test"])
+    row.update(param_counts(model))
+    data = {"test": encode(model, splits["test"])}  # train/val go through fit's DataLoader
+    row["train_samples"], row["test_samples"] = len(splits["train"]), len(data["test"])
 
     # ------------------------------------------------ training
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    result = fit(model, data["train"], data["val"], epochs=int(settings["epochs"]),
+    result = fit(model, splits["train"], splits["val"], epochs=int(settings["epochs"]),
                  batch_size=int(settings["batch_size"]), lr=float(settings["lr"]),
                  weight_decay=float(settings["weight_decay"]), warmup_steps=settings["warmup"],
                  precision=precision, patience=settings.get("patience"), seed=seed, device=device,
                  progress=False, budget_seconds=settings.get("budget_seconds"),
-                 compile=bool(settings["compile"]), channels_last=bool(settings["channels_last"]))
+                 compile=bool(settings["compile"]), channels_last=bool(settings["channels_last"]),
+                 num_workers=int(settings.get("num_workers") or 0), augment=settings.get("augment"),
+                 class_weight=settings.get("class_weight"), metric=settings.get("metric") or "accuracy",
+                 log=lambda r: log(f"epoch {r['epoch'] + 1}/{settings['epochs']}: train loss "
+                                   f"{r['train_loss']:.3f}, val acc {r.get('val_accuracy', float('nan')):.3f}, "
+                                   f"{r['seconds']:.0f} s"))
+    best = result.history[result.best_epoch] if result.best_epoch >= 0 else {}  # metric may be macro_f1
     row.update({"epochs_run": len(result.history), "steps": result.steps, "best_epoch": result.best_epoch,
-                "val_accuracy": result.best_score, "train_seconds": result.train_seconds,
+                "val_accuracy": best.get("val_accuracy", result.best_score), "train_seconds": result.train_seconds,
                 "train_samples_per_s": result.train_samples_per_s, "stopped": result.stopped,
                 "train_first_step_s": result.first_step_s,
                 "train_loss_last": result.history[-1]["train_loss"] if result.history else None})
@@ -168,6 +206,10 @@ def measure(name: str, task_name: str, seed: int, settings: Mapping[str, Any], *
     common = dict(device=device, precision=precision, channels_last=bool(settings["channels_last"]))
     scores = evaluate(model, data["test"], **common)
     row.update({"accuracy": scores["accuracy"], "macro_f1": scores["macro_f1"], "test_loss": scores["loss"]})
+    # per-sample predictions: the leaderboard's bootstrap over test samples resamples them
+    row["test_labels"] = encode_classes(data["test"].labels.tolist(), task.num_classes)
+    row["test_predictions"] = encode_classes(predict(model, data["test"], **common).argmax(1).tolist(),
+                                             task.num_classes)
     missing = {}
     if len(model.inputs) > 1:
         for slot in model.inputs:
@@ -175,6 +217,11 @@ def measure(name: str, task_name: str, seed: int, settings: Mapping[str, Any], *
     row["missing_accuracy"] = missing
     row["missing_accuracy_mean"] = statistics.fmean(missing.values()) if missing else None
     row["missing_accuracy_min"] = min(missing.values()) if missing else None
+
+    if settings.get("robustness"):
+        row["robustness"] = _robustness(model, splits["test"], settings, seed, common)
+        log(f"robustness: corruption AUC {row['robustness']['corruption_auc']}, "
+            f"mismatched {row['robustness']['mismatched_accuracy']}")
 
     # ------------------------------------------------ FLOPs
     n_flops = min(8, len(data["test"]))
@@ -196,7 +243,7 @@ def measure(name: str, task_name: str, seed: int, settings: Mapping[str, Any], *
 
     def run(batch):
         def call():
-            with torch.no_grad(), _autocast(device, precision):
+            with torch.no_grad(), autocast(device, precision):
                 infer(**batch)
         return call
 
@@ -204,7 +251,7 @@ def measure(name: str, task_name: str, seed: int, settings: Mapping[str, Any], *
     for batch in (one, many):  # first call per shape: compile / lazy init, reported separately
         start = time.perf_counter()
         run(batch)()
-        _sync(device)
+        synchronize(device)
         compile_s += time.perf_counter() - start
     row["first_call_s"] = compile_s
     row["compile_s"] = compile_s if settings["compile"] else None
@@ -215,6 +262,8 @@ def measure(name: str, task_name: str, seed: int, settings: Mapping[str, Any], *
     row["throughput_per_s"] = batch_size / statistics.median(times)
 
     # ------------------------------------------------ memory, utilisation, environment
+    # last: the training step below updates BatchNorm statistics
+    row.update(tensor_memory(model, many, data["test"].labels[full_index].to(device), device, precision))
     # the worker's max RSS is mostly torch itself (~1 GB for any model): kept under its
     # true name, never reported as the model's memory
     row["process_max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
@@ -228,3 +277,13 @@ def measure(name: str, task_name: str, seed: int, settings: Mapping[str, Any], *
         row["peak_tflops"] = peak
         row["mfu"] = row["train_tflops"] / peak if peak else None
     return row
+
+
+def _robustness(model, test, settings: Mapping[str, Any], seed: int, common: Mapping[str, Any]) -> dict[str, Any]:
+    """Corruption curves and mismatched pairs on the raw test split."""
+    from mmzoo.robustness import LEVELS, model_predictor, robustness_report
+
+    modalities = {slot: encoder.modality for slot, encoder in model.encoders.items()}
+    return robustness_report(model_predictor(model, **common), test, modalities,
+                             levels=settings.get("robustness_levels") or LEVELS, seed=seed,
+                             max_samples=settings.get("robustness_samples"))

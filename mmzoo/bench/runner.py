@@ -1,27 +1,30 @@
 """The sweep: expand names, plan jobs, run each in its own process, append rows.
 
 This module imports no torch: the parent process only plans, launches
-``python -m mmzoo.bench.worker`` per job and records what comes back.
+``python -m mmzoo.bench.worker`` per job and records what comes back (the
+results file itself is :mod:`mmzoo.bench.results`).
 """
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
-import math
 import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from mmzoo.bench.results import append_row, check_publishable, fill_gain, git_sha, read_rows, row_key
 from mmzoo.errors import InputError
 
-__all__ = ["DEFAULTS", "Job", "expand_names", "plan", "run_sweep", "load_suite", "read_rows",
-           "append_row", "parse_shard", "split_name"]
+__all__ = ["DEFAULTS", "Job", "expand_names", "single_input_names", "plan", "run_sweep", "load_suite",
+           "parse_shard", "config_id"]
 
 #: settings of a job and their defaults; the ones in CONFIG_KEYS identify a
 #: configuration (rows with the same name, task, seed and config_id are the same run)
@@ -30,75 +33,91 @@ DEFAULTS: dict[str, Any] = {
     "batch_size": 64, "epochs": 10, "budget_seconds": None, "lr": 1e-3, "weight_decay": 0.01,
     "warmup": 0.05, "patience": 0, "modality_dropout": 0.0, "data": None, "task_kwargs": {},
     "seeds": 1, "timeout": 1800, "baselines": True, "baseline_fusion": "concat",
-    "latency_iters": 50, "throughput_iters": 20, "threads": None,
+    "latency_iters": 50, "throughput_iters": 20, "threads": None, "num_workers": 0, "augment": None,
+    # corruption curves and mismatched pairs (mmzoo.robustness) on up to
+    # robustness_samples test samples; levels None: mmzoo.robustness.LEVELS
+    "robustness": False, "robustness_levels": None, "robustness_samples": 1000,
+    # the loss and the kept epoch (mmzoo.train.FitConfig): class_weight None, "balanced" or {label: weight}
+    "class_weight": None, "metric": "accuracy",
+    # converted pretrained files the names use as {KEY}: {KEY: spec table} (mmzoo.converted), from the
+    # suite's [pretrained.KEY] tables; part of the configuration by SHA-256 only, never by path
+    "pretrained": None,
 }
 CONFIG_KEYS = ("device", "precision", "compile", "channels_last", "batch_size", "epochs", "budget_seconds",
                "lr", "weight_decay", "warmup", "patience", "modality_dropout", "data", "task_kwargs")
-_GLOB = set("*?[")
+#: part of the configuration only when robustness is on (older rows keep their config_id)
+ROBUSTNESS_KEYS = ("robustness", "robustness_levels", "robustness_samples")
+#: part of the configuration only when set away from their defaults (older rows keep their config_id)
+TRAINING_KEYS = ("class_weight", "metric")
 
 
 # ------------------------------------------------------------------ names
-def _top_level_split(text: str, separator: str) -> list[str]:
-    parts, depth, quote, start = [], 0, None, 0
-    for i, ch in enumerate(text):
-        if quote:
-            if ch == quote:
-                quote = None
-        elif ch in "'\"":
-            quote = ch
-        elif ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
-        elif ch == separator and depth == 0:
-            parts.append(text[start:i])
-            start = i + 1
-    parts.append(text[start:])
-    return parts
+#: glob characters stand in a pattern where the name grammar has none: each is
+#: swapped for a placeholder the grammar accepts, parsed, then swapped back
+_GLOB = {"*": "~~star~~", "?": "~~any~~", "[": "~~set~~", "]": "~~end~~", "!": "~~not~~"}
 
 
-def split_name(name: str) -> tuple[list[str], str]:
-    """``"a+b(x=1)/f"`` -> ``(["a", "b(x=1)"], "f")`` (fusion split at the last
-    top-level ``/``, so ``hf:org/model`` ids stay whole)."""
-    pieces = _top_level_split(name.strip(), "/")
-    if len(pieces) < 2:
-        raise InputError(f"{name!r} is not a model name: expected 'encoder[+encoder...]/fusion'")
-    return _top_level_split("/".join(pieces[:-1]), "+"), pieces[-1]
+def _hide_globs(pattern: str) -> str:
+    for ch, token in _GLOB.items():
+        if token in pattern:
+            raise InputError(f"name pattern {pattern!r} may not contain {token!r}")
+        pattern = pattern.replace(ch, token)
+    return pattern
 
 
-def _ident(part: str) -> str:
-    return part.split("(", 1)[0]
+def _show_globs(value: Any) -> Any:
+    if isinstance(value, str):
+        for ch, token in _GLOB.items():
+            value = value.replace(token, ch)
+        return value
+    if isinstance(value, tuple):
+        return tuple(_show_globs(v) for v in value)
+    return value
 
 
-def _expand_part(part: str, lister: Callable[[str], list[str]], what: str) -> list[str]:
-    ident = _ident(part)
-    if not (_GLOB & set(ident)):
-        return [part]
+def _expand_part(part, lister: Callable[[str], list[str]], what: str) -> list:
+    from mmzoo.names import NamePart
+
+    ident = _show_globs(part.name)
+    kwargs = {k: _show_globs(v) for k, v in part.kwargs.items()}
+    if ident == part.name:
+        return [NamePart(ident, kwargs)]
     matches = lister(ident)
     if not matches:
         raise InputError(f"{what} pattern {ident!r} matches nothing; see `mmzoo list {what}s`")
-    return [m + part[len(ident):] for m in matches]
+    return [NamePart(match, kwargs) for match in matches]
 
 
 def expand_names(patterns: Iterable[str]) -> list[str]:
     """Expand fnmatch patterns over encoders and fusions (``"cnn+lstm/*"``)
-    into model names, in order, without duplicates."""
+    into canonical model names (:func:`mmzoo.parse_name`, kwargs sorted and
+    spelled as Python literals), in order, without duplicates."""
     import mmzoo
+    from mmzoo.names import ModelName
 
     out: list[str] = []
     for pattern in patterns:
-        encoders, fusion = split_name(pattern)
-        choices = [_expand_part(e, mmzoo.list_encoders, "encoder") for e in encoders]
-        fusions = _expand_part(fusion, mmzoo.list_fusions, "fusion")
-        combos: list[list[str]] = [[]]
+        parsed = mmzoo.parse_name(_hide_globs(pattern))
+        choices = [_expand_part(e, mmzoo.list_encoders, "encoder") for e in parsed.encoders]
+        fusions = _expand_part(parsed.fusion, mmzoo.list_fusions, "fusion")
+        combos: list[list] = [[]]
         for options in choices:
             combos = [c + [o] for c in combos for o in options]
         for combo in combos:
-            for f in fusions:
-                name = "+".join(combo) + "/" + f
+            for fusion in fusions:
+                name = str(ModelName(tuple(combo), fusion))
                 if name not in out:
                     out.append(name)
     return out
+
+
+def single_input_names(name: str, fusion: str) -> list[str]:
+    """The single-input baselines of ``name``: each encoder with ``fusion``."""
+    import mmzoo
+    from mmzoo.names import ModelName, parse_part
+
+    head = parse_part(fusion)
+    return [str(ModelName((encoder,), head)) for encoder in mmzoo.parse_name(name).encoders]
 
 
 # ------------------------------------------------------------------ jobs
@@ -121,12 +140,15 @@ class Job:
 
 
 def config_id(settings: Mapping[str, Any]) -> str:
-    blob = json.dumps({k: settings.get(k) for k in CONFIG_KEYS}, sort_keys=True, default=str)
+    """Hash of the settings that define a run (rows with the same name, task,
+    seed and config_id are the same run)."""
+    keys = CONFIG_KEYS + (ROBUSTNESS_KEYS if settings.get("robustness") else ())
+    keys += tuple(k for k in TRAINING_KEYS if settings.get(k, DEFAULTS[k]) != DEFAULTS[k])
+    config = {k: settings.get(k) for k in keys}
+    if settings.get("pretrained"):
+        config["pretrained"] = {key: spec["sha256"] for key, spec in settings["pretrained"].items()}
+    blob = json.dumps(config, sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:12]
-
-
-def row_key(row: Mapping[str, Any]) -> tuple[str, str, int, str]:
-    return (row.get("name"), row.get("task"), row.get("seed"), row.get("config_id"))
 
 
 def plan(names: Sequence[str], task: str, settings: Mapping[str, Any]) -> list[Job]:
@@ -135,15 +157,25 @@ def plan(names: Sequence[str], task: str, settings: Mapping[str, Any]) -> list[J
     unknown = sorted(set(settings) - set(DEFAULTS))
     if unknown:
         raise InputError(f"unknown bench setting(s) {unknown}; known: {sorted(DEFAULTS)}")
+    weighting = merged["class_weight"]
+    if not (weighting is None or weighting == "balanced" or isinstance(weighting, Mapping)):
+        raise InputError(f"bench setting class_weight must be 'balanced' or a table {{label = weight}}, "
+                         f"got {weighting!r}")
+    if merged["metric"] not in ("accuracy", "macro_f1"):
+        raise InputError(f"bench setting metric must be 'accuracy' or 'macro_f1', got {merged['metric']!r}")
+    from mmzoo.converted import fill_placeholders
+
     jobs: list[Job] = []
     seen: set = set()
     expanded = expand_names(names)
+    for name in expanded:  # each {KEY} must have its spec; the names keep the placeholder, not a path
+        fill_placeholders(name, merged["pretrained"] or {})
     for seed in range(int(merged["seeds"])):
         for name in expanded:
-            encoders, _ = split_name(name)
-            baselines = []
-            if merged["baselines"] and len(encoders) > 1:
-                baselines = [f"{e}/{merged['baseline_fusion']}" for e in encoders]
+            baselines = single_input_names(name, merged["baseline_fusion"])
+            if not merged["baselines"] or len(baselines) < 2:
+                baselines = []
+            else:
                 for b in baselines:
                     job = Job(b, task, seed, merged, kind="baseline")
                     if job.key not in seen:
@@ -169,75 +201,6 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
     return k, n
 
 
-# ------------------------------------------------------------------ JSONL
-def append_row(path: str | Path, row: Mapping[str, Any]) -> None:
-    """Append one JSON line atomically: one ``write`` on an ``O_APPEND`` file
-    under an exclusive lock, then fsync (safe for shards sharing a file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = (json.dumps(_strict_json(row), sort_keys=True, default=str, allow_nan=False) + "\n").encode("utf-8")
-    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)  # read: torn-line check
-    try:
-        try:
-            import fcntl
-
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        except ImportError:  # pragma: no cover - Windows
-            pass
-        if _ends_torn(fd):  # a killed writer left half a line: never glue a row onto it
-            data = b"\n" + data
-        view = memoryview(data)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _ends_torn(fd: int) -> bool:
-    """Whether the file behind ``fd`` is non-empty and lacks a final newline."""
-    size = os.fstat(fd).st_size
-    return size > 0 and os.pread(fd, 1, size - 1) != b"\n"
-
-
-def _strict_json(value: Any) -> Any:
-    """NaN/inf -> None, so every line is standard JSON for any reader."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, Mapping):
-        return {k: _strict_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_strict_json(v) for v in value]
-    return value
-
-
-def read_rows(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of a results file (missing file: none). Lines that are not a JSON
-    object (a torn line from a killed writer, a stray byte that is not UTF-8,
-    a JSON array) are skipped and reported; a byte-order mark is ignored."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    rows = []
-    for line_no, raw in enumerate(path.read_bytes().split(b"\n"), 1):
-        if line_no == 1 and raw.startswith(b"\xef\xbb\xbf"):
-            raw = raw[3:]
-        if not raw.strip():
-            continue
-        try:
-            row = json.loads(raw.decode("utf-8"))
-        except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
-            print(f"mmzoo bench: skipping unreadable line {line_no} of {path} ({exc})", file=sys.stderr)
-            continue
-        if not isinstance(row, dict):
-            print(f"mmzoo bench: skipping line {line_no} of {path}: a {type(row).__name__}, "
-                  "not a JSON object", file=sys.stderr)
-            continue
-        rows.append(row)
-    return rows
-
-
 # ------------------------------------------------------------------ suites
 def load_suite(path: str | Path) -> list[tuple[list[str], str, dict[str, Any]]]:
     """A TOML suite -> ``[(names, task, settings), ...]``.
@@ -250,6 +213,13 @@ def load_suite(path: str | Path) -> list[tuple[list[str], str, dict[str, Any]]]:
         task = "digits-sum"
         names = ["cnn+lstm/*"]
         epochs = 12           # any setting, for this run only
+
+        [pretrained.effnet]   # a converted file the names use as {effnet} (mmzoo.converted)
+        source = "PACKAGE:PATH"
+        timm = "efficientnet_lite0"
+        sha256 = "..."
+
+    A run's settings get ``pretrained = {KEY: table}`` for the keys its names use.
     """
     if sys.version_info >= (3, 11):
         import tomllib
@@ -261,7 +231,10 @@ def load_suite(path: str | Path) -> list[tuple[list[str], str, dict[str, Any]]]:
         suite = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise InputError(f"cannot read suite {path}: {exc}") from exc
+    from mmzoo.converted import parse_specs, placeholders
+
     base = dict(suite.get("settings", {}))
+    specs = parse_specs(suite.get("pretrained"), f"suite {path}")
     runs = suite.get("runs") or []
     if not runs:
         raise InputError(f"suite {path} has no [[runs]] (each with task = ... and names = [...])")
@@ -271,26 +244,23 @@ def load_suite(path: str | Path) -> list[tuple[list[str], str, dict[str, Any]]]:
         task, names = run.pop("task", None), run.pop("names", None)
         if not task or not names:
             raise InputError(f"suite {path}: run {i + 1} needs task = \"...\" and names = [...]")
+        used = [key for name in names for key in placeholders(name)]
+        unknown = sorted(set(used) - set(specs))
+        if unknown:
+            raise InputError(f"suite {path}: run {i + 1} ({task}) uses {', '.join('{' + k + '}' for k in unknown)} "
+                             f"but the suite has no [pretrained.KEY] table for it; defined: {sorted(specs) or 'none'}")
+        if used:
+            run["pretrained"] = {key: dict(suite["pretrained"][key]) for key in dict.fromkeys(used)}
         out.append((list(names), task, {**base, **run}))
     return out
 
 
 # ------------------------------------------------------------------ running
-def _git_sha() -> str | None:
-    root = Path(__file__).resolve().parents[2]
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
-                             timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return (sha + ("-dirty" if dirty else "")) if sha else None
-
-
-def run_job(job: Job, *, env_extra: Mapping[str, str] | None = None) -> dict[str, Any]:
+def run_job(job: Job, *, env_extra: Mapping[str, str] | None = None,
+            progress: Callable[[str], Any] | None = None) -> dict[str, Any]:
     """Run one job in a fresh Python process; always returns a row (a failed
-    row when the process raised, crashed, ran out of memory or timed out)."""
+    row when the process raised, crashed, ran out of memory or timed out).
+    ``progress`` is called with each progress line the worker reports (its epochs)."""
     spec = {"name": job.name, "task": job.task, "seed": job.seed, "kind": job.kind,
             "settings": job.settings, "config_id": job.config_id}
     timeout = job.settings.get("timeout") or None
@@ -300,15 +270,9 @@ def run_job(job: Job, *, env_extra: Mapping[str, str] | None = None) -> dict[str
         env = {**os.environ, **(env_extra or {})}
         env.setdefault("PYTHONUNBUFFERED", "1")
         start = time.time()
-        try:
-            proc = subprocess.run([sys.executable, "-m", "mmzoo.bench.worker", str(spec_path), str(out_path)],
-                                  capture_output=True, text=True, timeout=timeout, env=env)
-            returncode, stderr = proc.returncode, proc.stderr
-            error = None
-        except subprocess.TimeoutExpired as exc:
-            returncode, stderr = None, (exc.stderr or b"")
-            stderr = stderr.decode("utf-8", "replace") if isinstance(stderr, bytes) else stderr
-            error = f"timed out after {timeout} s"
+        returncode, stderr = _run_worker([sys.executable, "-m", "mmzoo.bench.worker", str(spec_path),
+                                          str(out_path)], env, timeout, progress)
+        error = None if returncode is not None else f"timed out after {timeout} s"
         wall = time.time() - start
         row = None
         if out_path.exists():
@@ -326,32 +290,67 @@ def run_job(job: Job, *, env_extra: Mapping[str, str] | None = None) -> dict[str
                    "stderr_tail": stderr[-2000:] if stderr else ""}
     row.update({"name": job.name, "task": job.task, "seed": job.seed, "kind": job.kind,
                 "config_id": job.config_id, "baselines": job.baselines, "wall_seconds": round(wall, 2)})
-    row.setdefault("settings", {k: job.settings.get(k) for k in CONFIG_KEYS})
+    row.setdefault("settings", {k: job.settings.get(k) for k in CONFIG_KEYS + TRAINING_KEYS})
+    if job.settings.get("pretrained"):  # what the {KEY}s were, by SHA-256 (the path is this machine's)
+        from mmzoo.converted import parse_specs
+
+        row["pretrained_files"] = {key: spec.provenance() for key, spec in
+                                   parse_specs(job.settings["pretrained"], "bench settings").items()}
     return row
 
 
-def fill_gain(row: dict[str, Any], rows: Sequence[Mapping[str, Any]]) -> None:
-    """``multimodal_gain``: test accuracy minus the best single-input
-    baseline's (same task, seed and configuration), when those rows exist."""
-    if row.get("status") != "ok" or not row.get("baselines"):
-        return
-    done = {row_key(r): r for r in rows if r.get("status") == "ok"}
-    scores = []
-    for name in row["baselines"]:
-        base = done.get((name, row["task"], row["seed"], row["config_id"]))
-        if base is None:
-            return
-        scores.append(base["accuracy"])
-    row["best_single_accuracy"] = max(scores)
-    row["multimodal_gain"] = row["accuracy"] - max(scores)
+def _run_worker(command: list[str], env: Mapping[str, str], timeout: float | None,
+                progress: Callable[[str], Any] | None) -> tuple[int | None, str]:
+    """Run the worker, passing its progress lines on as they come; returns its
+    exit code (None when it timed out and was killed) and the end of its stderr."""
+    from mmzoo.bench.worker import PROGRESS
+
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            errors="replace", env=dict(env))
+    tail: collections.deque[str] = collections.deque(maxlen=200)
+
+    def read() -> None:
+        for line in proc.stderr:
+            if line.startswith(PROGRESS):
+                if progress is not None:
+                    progress(line[len(PROGRESS):].rstrip())
+            else:
+                tail.append(line)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        returncode: int | None = proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        returncode = None
+    reader.join()
+    return returncode, "".join(tail)
+
+
+def _eta(started: float, done: int, total: int) -> str:
+    """`` (sweep ETA 3 min 20 s)`` from the mean time of the jobs finished so far."""
+    if not done:
+        return ""
+    left = round((time.time() - started) / done * (total - done))
+    return f" (sweep ETA {left // 60} min {left % 60:02d} s)" if left >= 60 else f" (sweep ETA {left} s)"
 
 
 def run_sweep(names: Sequence[str], task: str, settings: Mapping[str, Any], out: str | Path, *,
               shard: tuple[int, int] | None = None, retry_failed: bool = False,
               print_fn: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """Run every job not already in ``out`` (ok rows, and failed rows unless
-    ``retry_failed``); returns the rows written by this call."""
+    ``retry_failed``); returns the rows written by this call. Writing into the
+    repository's ``benchmarks/results/`` needs a clean tree
+    (:func:`~mmzoo.bench.results.check_publishable`)."""
+    check_publishable(out)
     jobs = plan(names, task, settings)
+    if jobs and jobs[0].settings.get("pretrained"):  # made (or checked) once here, before any job
+        from mmzoo.converted import parse_specs, prepare_all
+
+        for key, path in prepare_all(parse_specs(jobs[0].settings["pretrained"], "bench settings")).items():
+            print_fn(f"mmzoo bench: pretrained file {{{key}}} = {path}")
     if shard is not None:
         k, n = shard
         jobs = [job for i, job in enumerate(jobs) if i % n == k - 1]
@@ -360,10 +359,13 @@ def run_sweep(names: Sequence[str], task: str, settings: Mapping[str, Any], out:
     todo = [job for job in jobs if job.key not in finished]
     print_fn(f"mmzoo bench: {task}: {len(jobs)} job(s){' in shard %d/%d' % shard if shard else ''}, "
              f"{len(jobs) - len(todo)} already done, {len(todo)} to run -> {out}")
-    git = _git_sha()
+    git = git_sha()
     written = []
+    started = time.time()
     for i, job in enumerate(todo, 1):
-        row = run_job(job, env_extra={"MMZOO_GIT_SHA": git or ""})
+        print_fn(f"  [{i}/{len(todo)}] running {job.name} seed={job.seed}{_eta(started, i - 1, len(todo))}")
+        row = run_job(job, env_extra={"MMZOO_GIT_SHA": git or ""},
+                      progress=lambda line: print_fn(f"        {line}"))
         row.setdefault("env", {})["git_sha"] = git
         fill_gain(row, existing + written)
         append_row(out, row)
@@ -376,22 +378,3 @@ def run_sweep(names: Sequence[str], task: str, settings: Mapping[str, Any], out:
         else:
             print_fn(f"  [{i}/{len(todo)}] FAILED {job.name} seed={job.seed}: {row.get('error', '')[:200]}")
     return written
-
-
-def _atomic_write_text(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` via a temporary file in the same folder."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are meant to be shared
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path

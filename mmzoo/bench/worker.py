@@ -12,6 +12,8 @@ import sys
 import traceback
 from pathlib import Path
 
+PROGRESS = "mmzoo-progress: "  # a stderr line the parent shows as the job's progress
+
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
@@ -24,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
         from mmzoo.bench.measure import measure
 
         row = measure(spec["name"], spec["task"], int(spec["seed"]), spec["settings"],
-                      log=lambda msg: print(f"[{spec['name']}] {msg}", file=sys.stderr))
+                      log=lambda msg: print(f"{PROGRESS}{msg}", file=sys.stderr, flush=True))
     except BaseException as exc:  # noqa: BLE001 - every failure becomes a row
         message = f"{type(exc).__name__}: {exc}"
         oom = "out of memory" in str(exc).lower() or type(exc).__name__ == "OutOfMemoryError"

@@ -6,9 +6,10 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mmzoo.components import check_params
 from mmzoo.errors import InputError
 
-__all__ = ["MultiHeadAttention", "TransformerBlock"]
+__all__ = ["MultiHeadAttention", "TransformerBlock", "transformer_blocks"]
 
 
 class MultiHeadAttention(nn.Module):
@@ -52,8 +53,28 @@ class TransformerBlock(nn.Module):
         self.norm_ff = nn.LayerNorm(dim)
         self.ff = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim), nn.Dropout(dropout))
 
+    @staticmethod
+    def num_params(dim: int, *, cross: bool = False, mlp_ratio: float = 2) -> int:
+        """Parameters of one block, known before it is built."""
+        hidden = int(mlp_ratio * dim)
+        norms = (3 + cross) * 2 * dim
+        return norms + 4 * dim * dim + 4 * dim + 2 * dim * hidden + hidden + dim
+
     def forward(self, x: Tensor, key_mask: Tensor, ctx: Tensor | None = None) -> Tensor:
         h = self.norm(x)
         c = h if ctx is None else self.norm_ctx(ctx)
         x = x + self.attn(h, c, key_mask)
         return x + self.ff(self.norm_ff(x))
+
+
+def transformer_blocks(owner: str, depth: int, dim: int, heads: int, *, cross: bool = False,
+                       mlp_ratio: float = 2, dropout: float = 0.0) -> nn.ModuleList:
+    """``depth`` blocks, refused before the first is built if they would pass
+    the parameter limit (``depth=100000`` fails at once, not after minutes)."""
+    if isinstance(mlp_ratio, bool) or not isinstance(mlp_ratio, (int, float)) or not int(mlp_ratio * dim) >= 1:
+        raise InputError(f"{owner}: mlp_ratio={mlp_ratio!r} leaves the blocks' MLP without units "
+                         f"(int(mlp_ratio * dim) must be >= 1 for dim={dim}); give e.g. mlp_ratio=2")
+    check_params(f"{owner}: {depth} transformer blocks",
+                 depth * TransformerBlock.num_params(dim, cross=cross, mlp_ratio=mlp_ratio))
+    return nn.ModuleList(TransformerBlock(dim, heads, cross=cross, mlp_ratio=mlp_ratio, dropout=dropout)
+                         for _ in range(depth))

@@ -12,7 +12,8 @@ digits (1,797 8x8 scans, no download) with short text phrases:
   so either input alone suffices; robustness to a missing input shows here.
 
 ``csv`` reads the user's own data: a CSV or JSONL file with an image-path
-column, a text column and a label column (plus an optional group column).
+column, text columns, numeric and categorical columns (one ``tabular``
+input) and a label column (plus an optional group column).
 
 Images are given as uint8 arrays (or file paths) and texts as strings; the
 model's processor turns them into tensors at the model's input size.
@@ -20,16 +21,21 @@ model's processor turns them into tensors at the model's input size.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
+import math
 import random
+import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from mmzoo._rows import LINE, read_table
+from mmzoo._sort import natural_key as _natural_key
 from mmzoo.errors import InputError
 from mmzoo.tasks import Split, Task, split_indices
 
-__all__ = ["DigitsSum", "DigitsPair", "CsvTask"]
+__all__ = ["DigitsSum", "DigitsPair", "CsvTask", "make_splits"]
 
 WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
@@ -51,7 +57,7 @@ def _number(n: int, rng: random.Random) -> str:
     return WORDS[n] if rng.random() < 0.5 else str(n)
 
 
-def _make_splits(inputs: dict[str, list[Any]], labels: list[int], groups: list[Any], seed: int,
+def make_splits(inputs: dict[str, list[Any]], labels: list[int], groups: list[Any], seed: int,
                  fractions=(0.6, 0.2, 0.2)) -> dict[str, Split]:
     import torch
 
@@ -96,7 +102,7 @@ class DigitsSum(Task):
                 texts.append(rng.choice(self.TEMPLATES).format(n=_number(n, rng)))
                 labels.append((int(d) + n) % 10)
                 groups.append(i)
-        return _make_splits({"image": image_values, "text": texts}, labels, groups, self.seed)
+        return make_splits({"image": image_values, "text": texts}, labels, groups, self.seed)
 
 
 class DigitsPair(Task):
@@ -117,101 +123,142 @@ class DigitsPair(Task):
         rng = random.Random(2000 + self.seed)
         texts = [rng.choice(self.TEMPLATES).format(n=_number(int(d), rng)) for d in digits]
         labels = [int(d) for d in digits]
-        return _make_splits({"image": list(images), "text": texts}, labels,
+        return make_splits({"image": list(images), "text": texts}, labels,
                             list(range(len(labels))), self.seed)
 
 
 class CsvTask(Task):
-    """Your own data: a CSV or JSONL file with image paths, texts and labels.
+    """Your own data: a CSV or JSONL file with images, texts, table columns and labels.
 
     ``data`` is the file (``.csv``, or ``.jsonl``/``.json`` with one object a
-    line). Image paths are relative to the file's folder. Column names
-    default to ``image``, ``text``, ``label``; set ``image_column=""`` or
-    ``text_column=""`` for a single-input task. ``group_column`` keeps rows
-    of one group on the same side of the seeded split. ``labels`` (a list or
-    a comma-separated string) fixes the class names and their order; a row
-    with another label is an error. Without it, the sorted distinct labels.
+    line; ``.gz``/``.xz`` compressed too). Image paths are relative to the
+    file's folder. Inputs:
+
+    - ``image_column`` (default ``image``; ``""`` for none);
+    - texts: ``text_columns`` (a list or comma string; default the one
+      ``text_column``, ``text``) are joined with ``text_separator`` into one
+      ``text`` input, or kept as inputs ``text``, ``text_2``, ... with
+      ``separate_texts=True``. An empty text is a missing input for that sample;
+    - ``numeric_columns`` and ``categorical_columns`` form one ``tabular``
+      input (one dict per row; an empty cell is a missing cell);
+    - ``detect_columns=True`` assigns every other column (except label and
+      group) to text, numeric or categorical from its values and prints what
+      it chose; an absent default ``image``/``text`` column is then no input.
+
+    ``group_column`` keeps rows of one group on the same side of the seeded
+    split. ``labels`` (a list or a comma-separated string) fixes the class
+    names and their order; a row with another label is an error. Without it,
+    the sorted distinct labels. Classification only (no regression targets).
     """
 
     def __init__(self, data: str | Path | None = None, seed: int = 0, *, image_column: str = "image",
                  text_column: str = "text", label_column: str = "label", group_column: str | None = None,
                  labels: Sequence[str] | str | None = None,
-                 fractions: Sequence[float] = (0.6, 0.2, 0.2), check_images: bool = True):
+                 fractions: Sequence[float] = (0.6, 0.2, 0.2), check_images: bool = True,
+                 text_columns: Sequence[str] | str | None = None, numeric_columns: Sequence[str] | str = (),
+                 categorical_columns: Sequence[str] | str = (), separate_texts: bool = False,
+                 text_separator: str = " | ", detect_columns: bool = False, name: str = "csv"):
         if data is None:
-            raise InputError("task 'csv' reads your data file: pass data=PATH "
+            raise InputError(f"task {name!r} reads your data file: pass data=PATH "
                              "(mmzoo train/bench: --data PATH) to a .csv or .jsonl file")
         self.path = Path(data)
-        self.image_column = image_column or None
-        self.text_column = text_column or None
         self.label_column = label_column
         self.group_column = group_column or None
         self.fractions = tuple(float(f) for f in fractions)
         self.check_images = check_images
-        if self.image_column is None and self.text_column is None:
-            raise InputError("task 'csv' needs at least one of image_column and text_column")
+        self.separate_texts = separate_texts
+        self.text_separator = text_separator
         if isinstance(labels, str):
-            labels = [s.strip() for s in labels.split(",") if s.strip()]
+            labels = _column_list(labels)
         self._fixed_labels = list(labels) if labels is not None else None
-        inputs = tuple(k for k, c in (("image", self.image_column), ("text", self.text_column)) if c)
-        super().__init__(name="csv", description=f"user data from {self.path}", inputs=inputs,
-                         labels=[], seed=seed)
-        self._rows = self._read()
+        super().__init__(name=name, description=f"user data from {self.path}", inputs=(), labels=[], seed=seed)
+        rows, header = self._read_rows()
+        self.image_column = image_column or None
+        self.text_columns = _column_list(text_columns) if text_columns is not None else \
+            ([text_column] if text_column else [])
+        self.numeric_columns = _column_list(numeric_columns)
+        self.categorical_columns = _column_list(categorical_columns)
+        if detect_columns:
+            self._detect(rows, header, image_default=image_column == "image", text_default=text_columns is None)
+        if not (self.image_column or self.text_columns or self.numeric_columns or self.categorical_columns):
+            raise InputError(f"task {name!r} needs at least one input column (image_column, text_columns, "
+                             "numeric_columns, categorical_columns or detect_columns=True)")
+        texts = ([f"text_{i + 1}" if i else "text" for i in range(len(self.text_columns))]
+                 if separate_texts else ["text"] * bool(self.text_columns))
+        self.inputs = tuple([*(["image"] if self.image_column else []), *texts,
+                             *(["tabular"] if self.numeric_columns or self.categorical_columns else [])])
+        self._rows = self._check_rows(rows, header)
         self.labels = self._fixed_labels or sorted({r[self.label_column] for r in self._rows},
                                                    key=_natural_key)
 
     # ------------------------------------------------------------ reading
-    def _read(self) -> list[dict[str, str]]:
-        if not self.path.is_file():
-            raise InputError(f"task 'csv': data file {str(self.path)!r} does not exist")
-        suffix = self.path.suffix.lower()
-        try:
-            text = self.path.read_text(encoding="utf-8-sig")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InputError(f"task 'csv': cannot read {self.path}: {exc}") from exc
-        if suffix in (".jsonl", ".json", ".ndjson"):
-            rows = []
-            for line_no, line in enumerate(text.splitlines(), 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except ValueError as exc:
-                    raise InputError(f"{self.path}:{line_no}: not a JSON object ({exc})") from None
-                if not isinstance(row, dict):
-                    raise InputError(f"{self.path}:{line_no}: expected a JSON object, got {type(row).__name__}")
-                rows.append({k: "" if v is None else str(v) for k, v in row.items()})
-            first_row = 1
-        else:
-            reader = csv.DictReader(text.splitlines())
-            rows = [{k: (v or "") for k, v in row.items() if k is not None} for row in reader]
-            first_row = 2  # line 1 is the header
-        if not rows:
-            raise InputError(f"task 'csv': {self.path} has no data rows")
-        wanted = [c for c in (self.image_column, self.text_column, self.label_column, self.group_column) if c]
-        columns = set().union(*(r.keys() for r in rows))
-        missing = [c for c in wanted if c not in columns]
+    def _read_rows(self) -> tuple[list[dict[str, str]], list[str]]:
+        """Rows as dicts of strings with their first file line, and the column names."""
+        return read_table(self.path, f"task {self.name!r}")
+
+    def _detect(self, rows: list[dict[str, str]], header: list[str], *, image_default: bool,
+                text_default: bool) -> None:
+        """Assign the unassigned columns to text / numeric / categorical and say so."""
+        if image_default and self.image_column not in header:
+            self.image_column = None
+        if text_default:
+            self.text_columns = [c for c in self.text_columns if c in header]
+        taken = {self.label_column, self.group_column, self.image_column, *self.text_columns,
+                 *self.numeric_columns, *self.categorical_columns}
+        chosen: dict[str, list[str]] = {"text": [], "numeric": [], "categorical": []}
+        for column in header:
+            if column in taken:
+                continue
+            values = [r.get(column, "").strip() for r in rows]
+            present = [v for v in values if v]
+            if not present:
+                continue
+            if all(_is_float(v) for v in present):
+                kind = "numeric"
+            elif len(set(present)) <= max(2, min(50, len(rows) // 10)) and \
+                    sum(map(len, present)) / len(present) <= 40:
+                kind = "categorical"
+            else:
+                kind = "text"
+            chosen[kind].append(column)
+        self.text_columns += chosen["text"]
+        self.numeric_columns += chosen["numeric"]
+        self.categorical_columns += chosen["categorical"]
+        print(f"task {self.name!r}: detected columns in {self.path.name}: "
+              + "; ".join(f"{kind} {cols}" for kind, cols in chosen.items())
+              + f" (image {self.image_column!r}, label {self.label_column!r}; pass text_columns=, "
+              "numeric_columns=, categorical_columns= to choose yourself)", file=sys.stderr)
+
+    def _check_rows(self, rows: list[dict[str, Any]], header: list[str]) -> list[dict[str, Any]]:
+        wanted = [c for c in (self.image_column, *self.text_columns, *self.numeric_columns,
+                              *self.categorical_columns, self.label_column, self.group_column) if c]
+        missing = [c for c in dict.fromkeys(wanted) if c not in header]
         if missing:
-            raise InputError(f"task 'csv': {self.path} has no column(s) {missing}; it has "
-                             f"{sorted(columns)} (set image_column=, text_column=, label_column=, "
-                             "group_column= to choose others)")
-        self._line = lambda i: i + first_row  # noqa: E731 - row index -> file line
+            raise InputError(f"task {self.name!r}: {self.path} has no column(s) {missing}; it has "
+                             f"{sorted(header)} (set image_column=, text_columns=, numeric_columns=, "
+                             "categorical_columns=, label_column=, group_column= to choose others)")
         problems: list[str] = []
         base = self.path.parent
-        for i, row in enumerate(rows):
-            line = self._line(i)
+        for row in rows:
+            line = row[LINE]
             label = row.get(self.label_column, "").strip()
             if not label:
                 problems.append(f"line {line}: empty label")
             elif self._fixed_labels is not None and label not in self._fixed_labels:
                 problems.append(f"line {line}: unknown label {label!r} (labels are {self._fixed_labels})")
             row[self.label_column] = label
-            if self.text_column and not row.get(self.text_column, "").strip():
-                problems.append(f"line {line}: empty text in column {self.text_column!r}")
+            for column in self.numeric_columns:
+                value = row.get(column, "").strip()
+                if value and not _is_float(value):
+                    problems.append(f"line {line}: column {column!r} is numeric but holds {value[:40]!r}")
+            has_content = any(row.get(c, "").strip() for c in
+                              (*self.text_columns, *self.numeric_columns, *self.categorical_columns))
             if self.image_column:
                 value = row.get(self.image_column, "").strip()
                 if not value:
                     problems.append(f"line {line}: empty image path in column {self.image_column!r}")
                     continue
+                has_content = True
                 path = Path(value)
                 path = path if path.is_absolute() else base / path
                 row[self.image_column] = str(path)
@@ -221,10 +268,12 @@ class CsvTask(Task):
                     problem = _check_image(path)
                     if problem:
                         problems.append(f"line {line}: cannot read image {str(path)!r} ({problem})")
+            if not has_content:
+                problems.append(f"line {line}: every input is empty (columns {wanted[:-1 - bool(self.group_column)]})")
         if problems:
             shown = "\n  ".join(problems[:20])
             more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
-            raise InputError(f"task 'csv': {len(problems)} problem(s) in {self.path}:\n  {shown}{more}")
+            raise InputError(f"task {self.name!r}: {len(problems)} problem(s) in {self.path}:\n  {shown}{more}")
         return rows
 
     def load_splits(self) -> dict[str, Split]:
@@ -235,9 +284,35 @@ class CsvTask(Task):
         inputs: dict[str, list[Any]] = {}
         if self.image_column:
             inputs["image"] = [r[self.image_column] for r in rows]
-        if self.text_column:
-            inputs["text"] = [r[self.text_column] for r in rows]
-        return _make_splits(inputs, labels, groups, self.seed, self.fractions)
+        texts = [[r.get(c, "").strip() for c in self.text_columns] for r in rows]
+        if self.separate_texts:
+            for i in range(len(self.text_columns)):
+                inputs[f"text_{i + 1}" if i else "text"] = [t[i] for t in texts]
+        elif self.text_columns:
+            inputs["text"] = [self.text_separator.join(p for p in t if p) for t in texts]
+        if self.numeric_columns or self.categorical_columns:
+            inputs["tabular"] = [{**{c: float(r[c]) if r.get(c, "").strip() else None for c in self.numeric_columns},
+                                  **{c: r.get(c, "").strip() or None for c in self.categorical_columns}}
+                                 for r in rows]
+        return make_splits(inputs, labels, groups, self.seed, self.fractions)
+
+
+#: the longest CSV field read (Python's csv default is 131,072 characters)
+
+
+def _column_list(columns: Sequence[str] | str | None) -> list[str]:
+    if columns is None:
+        return []
+    if isinstance(columns, str):
+        return [c.strip() for c in columns.split(",") if c.strip()]
+    return [str(c) for c in columns]
+
+
+def _is_float(value: str) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except ValueError:
+        return False
 
 
 def _check_image(path: Path) -> str | None:
@@ -246,12 +321,8 @@ def _check_image(path: Path) -> str | None:
     try:
         with Image.open(path) as image:
             image.verify()
+    except Image.DecompressionBombError as exc:
+        return f"too many pixels to decode safely, a possible decompression bomb: {exc}"
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         return str(exc) or type(exc).__name__
     return None
-
-
-def _natural_key(text: str):
-    import re
-
-    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", text)]

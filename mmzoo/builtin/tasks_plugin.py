@@ -7,6 +7,7 @@ when a task is built.
 from mmzoo.hookspecs import hookimpl
 
 _MOD = "mmzoo.builtin.tasks"
+_REAL = "mmzoo.builtin.real_tasks"
 
 
 @hookimpl
@@ -18,5 +19,16 @@ def mmzoo_register(registry):
                       description="redundant inputs: digit image + a phrase naming the digit -> d "
                                   "(either input alone suffices)")
     registry.add_task("csv", f"{_MOD}:CsvTask",
-                      description="your data: CSV/JSONL with image path, text, label (and group) "
-                                  "columns; pass data=PATH")
+                      description="your data: CSV/JSONL with image path, text, numeric/categorical, "
+                                  "label (and group) columns; pass data=PATH")
+    registry.add_task("icons", f"{_REAL}:IconsTask",
+                      description="real image+text: tabler icon (48x48) + its name -> 41 categories, "
+                                  "split grouped by the name's first word (vendored)")
+    registry.add_task("reviews", f"{_REAL}:ReviewsTask",
+                      description="real text+tabular: clothing review title/text + age, feedback, "
+                                  "division/department/class -> Rating 1-5 (vendored)")
+    registry.add_task("reviews-recommended", f"{_REAL}:ReviewsRecommendedTask",
+                      description="real text+tabular: the same reviews -> Recommended IND 0/1 (vendored)")
+    registry.add_task("hf-dataset", "mmzoo.builtin.hf_dataset:HfDatasetTask",
+                      description="Hugging Face datasets: local csv/json/parquet/imagefolder/webdataset "
+                                  "shards or a hub id, map-style or streaming=True; pass path=")

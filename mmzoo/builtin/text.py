@@ -12,8 +12,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from mmzoo.builtin.layers import TransformerBlock
-from mmzoo.components import EncoderOutput, TextEncoder
+from mmzoo.builtin.layers import transformer_blocks
+from mmzoo.components import EncoderOutput, TextEncoder, check_int, check_params
 from mmzoo.errors import InputError
 
 
@@ -26,6 +26,8 @@ class _ScratchText(TextEncoder):
         return ScratchTextProcessor(vocab_size=self.vocab_size, max_length=self.max_length)
 
     def _check_ids(self, ids: Tensor) -> None:
+        if torch.compiler.is_compiling():  # reading the range is a host sync, a graph break
+            return
         if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= self.vocab_size):
             raise InputError(
                 f"token ids must be in [0, {self.vocab_size}), got range "
@@ -45,6 +47,8 @@ class _RNNEncoder(_ScratchText):
         super().__init__()
         self.vocab_size = vocab_size
         self.max_length = max_length
+        check_params(f"{self.rnn_class.__name__.lower()}(num_layers={num_layers!r})",
+                     _rnn_params(self.rnn_class, embed_dim, hidden_size, num_layers, bidirectional))
         self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=self.pad_token_id)
         self.rnn = self.rnn_class(embed_dim, hidden_size, num_layers=num_layers, batch_first=True,
                                   bidirectional=bidirectional, dropout=dropout if num_layers > 1 else 0.0)
@@ -68,6 +72,20 @@ class _RNNEncoder(_ScratchText):
         return EncoderOutput(pooled, tokens, token_mask)
 
 
+def _rnn_params(rnn_class: type[nn.RNNBase], embed_dim: int, hidden_size: int, num_layers: int,
+                bidirectional: bool) -> int:
+    """Parameters of ``rnn_class(...)``, known before it is built."""
+    gates = {nn.LSTM: 4, nn.GRU: 3}[rnn_class]
+    directions = 2 if bidirectional else 1
+    total, width = 0, embed_dim
+    for _ in range(max(num_layers, 0) if isinstance(num_layers, int) else 0):
+        total += directions * gates * hidden_size * (width + hidden_size + 2)
+        width = hidden_size * directions
+        if total > 1e18:  # past any limit: no need to count on
+            break
+    return total
+
+
 class LSTMEncoder(_RNNEncoder):
     rnn_class = nn.LSTM
 
@@ -85,6 +103,8 @@ class TransformerTextEncoder(_ScratchText):
                  mlp_ratio: float = 2.0, dropout: float = 0.0, max_length: int = 128,
                  pooling: str = "cls"):
         super().__init__()
+        check_int("transformer", "dim", dim)
+        check_int("transformer", "heads", heads)
         if dim % heads:
             raise InputError(f"transformer: dim={dim} must be divisible by heads={heads}")
         if pooling not in ("cls", "mean"):
@@ -97,8 +117,8 @@ class TransformerTextEncoder(_ScratchText):
         self.cls = nn.Parameter(torch.zeros(1, 1, dim))
         nn.init.trunc_normal_(self.position, std=0.02)
         nn.init.trunc_normal_(self.cls, std=0.02)
-        self.blocks = nn.ModuleList(
-            TransformerBlock(dim, heads, mlp_ratio=mlp_ratio, dropout=dropout) for _ in range(depth))
+        self.blocks = transformer_blocks("transformer", depth, dim, heads, mlp_ratio=mlp_ratio,
+                                         dropout=dropout)
         self.norm = nn.LayerNorm(dim)
         self.num_features = self.token_features = dim
 

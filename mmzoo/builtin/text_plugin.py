@@ -1,4 +1,4 @@
-"""Built-in plugin ``text``: text encoders trained from scratch."""
+"""Built-in plugin ``text``: text encoders trained from scratch (LSTM, GRU, transformer, n-gram bag)."""
 
 from mmzoo.hookspecs import hookimpl
 
@@ -11,3 +11,6 @@ def mmzoo_register(registry):
                          description="GRU over token embeddings (packed, padding never leaks)")
     registry.add_encoder("transformer", "mmzoo.builtin.text:TransformerTextEncoder", modality="text",
                          description="small transformer with a CLS token (scaled_dot_product_attention)")
+    registry.add_encoder("ngram_bag", "mmzoo.builtin.ngram:NgramBagEncoder", modality="text",
+                         description="fastText: mean of hashed word and character n-gram embeddings "
+                                     "(Joulin et al. 2016; Bojanowski et al. 2017)")

@@ -20,8 +20,8 @@ from typing import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from mmzoo.builtin.layers import MultiHeadAttention, TransformerBlock
-from mmzoo.components import EncoderOutput, InputSpec
+from mmzoo.builtin.layers import MultiHeadAttention, TransformerBlock, transformer_blocks
+from mmzoo.components import EncoderOutput, InputSpec, check_int
 from mmzoo.errors import InputError
 
 __all__ = [
@@ -39,22 +39,13 @@ __all__ = [
     "fills",
     "MultiHeadAttention",
     "TransformerBlock",
+    "transformer_blocks",
     "TokenProjection",
     "concat_tokens",
 ]
 
 
 # --------------------------------------------------------------------- checks
-
-
-def check_int(fusion: str, name: str, value: object, minimum: int = 1) -> int:
-    """Validate an integer kwarg of a fusion (from a model name)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise InputError(
-            f"fusion {fusion!r}: {name}={value!r} is invalid; "
-            f"give an integer >= {minimum}, e.g. {fusion}({name}={max(minimum, 1) * 8})"
-        )
-    return value
 
 
 def check_batch(

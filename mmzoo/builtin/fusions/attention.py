@@ -9,10 +9,10 @@ from torch import Tensor, nn
 
 from mmzoo.builtin.fusions._common import (
     TokenProjection,
-    TransformerBlock,
     check_batch,
     check_int,
     concat_tokens,
+    transformer_blocks,
 )
 from mmzoo.components import EncoderOutput, Fusion, InputSpec
 
@@ -52,7 +52,7 @@ class AttentionFusion(Fusion):
         layers = check_int("attention", "layers", layers)
         self.tokens = TokenProjection(self.inputs, dim)
         self.summary = nn.Parameter(torch.randn(dim) * 0.02)
-        self.blocks = nn.ModuleList(TransformerBlock(dim, heads) for _ in range(layers))
+        self.blocks = transformer_blocks("attention", layers, dim, heads)
         self.norm = nn.LayerNorm(dim)
         self.num_features = dim
 

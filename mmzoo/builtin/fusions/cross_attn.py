@@ -9,10 +9,10 @@ from torch import Tensor, nn
 
 from mmzoo.builtin.fusions._common import (
     TokenProjection,
-    TransformerBlock,
     check_batch,
     check_int,
     masked_mean,
+    transformer_blocks,
 )
 from mmzoo.components import EncoderOutput, Fusion, InputSpec
 from mmzoo.errors import InputError
@@ -67,8 +67,8 @@ class CrossAttentionFusion(Fusion):
         self.tokens = TokenProjection(self.inputs, dim)
         self.null = nn.Parameter(torch.randn(n, dim) * 0.02)
         self.blocks = nn.ModuleList(
-            nn.ModuleList(TransformerBlock(dim, heads, cross=True) for _ in range(layers))
-            for _ in range(n)
+            transformer_blocks(f"cross_attn, input {slot!r}", layers, dim, heads, cross=True)
+            for slot in self.inputs
         )
         self.norm = nn.LayerNorm(dim)
         self.num_features = dim

@@ -10,8 +10,9 @@ from torch import Tensor, nn
 from mmzoo.builtin.fusions._common import (
     check_batch,
     check_int,
+    fills,
     masked_softmax,
-    missing_embedding,
+    missing_embeddings,
     select,
 )
 from mmzoo.components import EncoderOutput, Fusion, InputSpec
@@ -51,8 +52,8 @@ class GatedFusion(Fusion):
         dim = check_int("gated", "dim", dim)
         widths = [s.num_features for s in self.inputs.values()]
         self.proj = nn.ModuleList(nn.Linear(w, dim) for w in widths)
-        if len(widths) >= 3:
-            self.missing = nn.ParameterList(missing_embedding(w) for w in widths)
+        # with two inputs a sample missing one has a single gate of 1: no stand-in needed
+        self.missing = missing_embeddings(widths) if len(widths) >= 3 else nn.ParameterList()
         if len(widths) >= 2:  # with one input the gate is always 1
             self.gate = nn.Linear(sum(widths), len(widths) * dim)
         self.num_features = dim
@@ -62,9 +63,9 @@ class GatedFusion(Fusion):
         slots = list(self.inputs)
         mask = torch.stack([present[s] for s in slots], 1)  # (B, n)
         if hasattr(self, "gate"):
-            fills = list(self.missing) if hasattr(self, "missing") else [0.0] * len(slots)
+            missing = fills(self.missing, len(slots))
             gate_in = torch.cat(
-                [select(present[s], feats[s].pooled, m) for s, m in zip(slots, fills)], -1
+                [select(present[s], feats[s].pooled, m) for s, m in zip(slots, missing)], -1
             )
             gate = masked_softmax(self.gate(gate_in).view(b, len(slots), -1), mask.unsqueeze(-1))
         else:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import ClassVar, Mapping
 
-import torch
-from torch import Tensor, nn
+from torch import nn
 
-from mmzoo.builtin.fusions._common import check_batch, check_int, masked_mean, select
-from mmzoo.components import EncoderOutput, Fusion, InputSpec
+from mmzoo.builtin.fusions._common import check_int
+from mmzoo.builtin.fusions.mean import MeanFusion
+from mmzoo.components import InputSpec
 
 
-class LateFusion(Fusion):
+class LateFusion(MeanFusion):
     r"""Decision-level ("late", model-level) fusion: a classifier per input,
     its logits averaged over the inputs present for each sample.
 
@@ -32,23 +32,18 @@ class LateFusion(Fusion):
     """
 
     decision_level: ClassVar[bool] = True
+    _kind = "late"
 
     def __init__(
         self, inputs: Mapping[str, InputSpec | int], *, dim: int = 256, num_classes: int = 0
     ):
-        super().__init__(inputs)
         dim = check_int("late", "dim", dim)
         num_classes = check_int("late", "num_classes", num_classes, minimum=0)
+        # the body is mean's: per-input projections (here classifiers), averaged over present inputs
+        super().__init__(inputs, dim=num_classes or dim)
         self.num_classes = num_classes
-        width = num_classes or dim
-        self.heads = nn.ModuleList(nn.Linear(s.num_features, width) for s in self.inputs.values())
-        self.num_features = width
 
-    def forward(self, feats: Mapping[str, EncoderOutput], present: Mapping[str, Tensor]) -> Tensor:
-        check_batch(self, feats, present)
-        y = torch.stack(
-            [head(select(present[s], feats[s].pooled)) for s, head in zip(self.inputs, self.heads)],
-            1,
-        )
-        mask = torch.stack([present[s] for s in self.inputs], 1)
-        return masked_mean(y, mask)
+    @property
+    def heads(self) -> nn.ModuleList:
+        """The per-input classifiers ``W_i``."""
+        return self.proj

@@ -13,6 +13,7 @@ from mmzoo.builtin.fusions._common import (
     check_batch,
     check_int,
     concat_tokens,
+    transformer_blocks,
 )
 from mmzoo.components import EncoderOutput, Fusion, InputSpec
 
@@ -57,7 +58,7 @@ class PerceiverFusion(Fusion):
         self.latents = nn.Parameter(torch.randn(latents, dim) * 0.02)
         self.null = nn.Parameter(torch.randn(dim) * 0.02)
         self.cross = TransformerBlock(dim, heads, cross=True)
-        self.blocks = nn.ModuleList(TransformerBlock(dim, heads) for _ in range(layers))
+        self.blocks = transformer_blocks("perceiver", layers, dim, heads)
         self.norm = nn.LayerNorm(dim)
         self.num_features = dim
 

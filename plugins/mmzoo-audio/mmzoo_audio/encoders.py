@@ -128,7 +128,7 @@ class AudioCNN(AudioEncoder):
 
 class AudioTimm(AudioEncoder):
     """A timm image backbone (``model=``, built with ``in_chans=1`` and
-    ``num_classes=0`` through mmzoo's :class:`~mmzoo.builtin.image.TimmEncoder`)
+    ``num_classes=0`` through mmzoo's public :class:`mmzoo.encoders.TimmEncoder`)
     applied to the (1, n_mels, frames) spectrogram image. Other kwargs go to
     ``timm.create_model``; ``pretrained`` is a local ``.safetensors`` file."""
 
@@ -141,7 +141,7 @@ class AudioTimm(AudioEncoder):
                          win_ms=win_ms, hop_ms=hop_ms)
         import timm
 
-        from mmzoo.builtin.image import TimmEncoder
+        from mmzoo.encoders import TimmEncoder
 
         if not isinstance(model, str) or not timm.is_model(model):
             close = difflib.get_close_matches(str(model), timm.list_models(), n=3)

@@ -85,8 +85,10 @@ def test_processor_reads_wav_files(registry, tmp_path):
 
 
 def test_entry_point_is_discovered():
-    registry = mmzoo.Registry()
-    assert "fsdd-digits" in mmzoo.list_tasks(registry=registry)  # discovery runs on first use
+    from mmzoo.plugins import discover
+
+    registry = discover()
+    assert "fsdd-digits" in mmzoo.list_tasks(registry=registry)
     info = registry.plugins["audio"]
     assert (info.status, info.distribution, info.module) == ("ok", "mmzoo-audio", "mmzoo_audio.plugin")
     assert sorted(info.components) == ["encoder:audio_cnn", "encoder:audio_timm", "task:fsdd-digits"]

@@ -1,0 +1,81 @@
+"""Scores and logits over a split: ``evaluate`` and ``predict`` (eval mode, no grad)."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from mmzoo.data import Batches, make_loader, to_device
+from mmzoo.train._amp import autocast
+
+__all__ = ["predict", "evaluate", "scores", "unwrap"]
+
+
+def unwrap(model):
+    """The model inside a DDP / ``torch.compile`` wrapper."""
+    return getattr(model, "module", getattr(model, "_orig_mod", model))
+
+
+def scores(labels: Tensor, preds: Tensor, num_classes: int) -> dict[str, float]:
+    from sklearn.metrics import f1_score
+
+    accuracy = float((preds == labels).float().mean()) if len(labels) else float("nan")
+    f1 = float(f1_score(labels.numpy(), preds.numpy(), average="macro",
+                        labels=list(range(num_classes)) if num_classes else None, zero_division=0))
+    return {"accuracy": accuracy, "macro_f1": f1}
+
+
+@torch.no_grad()
+def run(model, batches: Batches, device, *, precision: str = "fp32", channels_last: bool = False
+        ) -> tuple[Tensor, Tensor]:
+    """(logits, labels) over every batch, in eval mode."""
+    module = unwrap(model)
+    was_training = module.training
+    module.eval()
+    outputs, labels = [], []
+    try:
+        for inputs, target in batches:
+            with autocast(device, precision):
+                logits = model(**to_device(inputs, device, channels_last))
+            outputs.append(logits.float().cpu())
+            labels.append(target)
+    finally:
+        module.train(was_training)
+    if not outputs:
+        return torch.empty(0, module.num_classes), torch.empty(0, dtype=torch.long)
+    return torch.cat(outputs), torch.cat(labels)
+
+
+def _batches(model, data, batch_size: int, drop, num_workers: int, cache: str, device) -> Batches:
+    return make_loader(unwrap(model), data, batch_size=batch_size, drop=drop, num_workers=num_workers, cache=cache,
+                       pin_memory=torch.device(device).type == "cuda")
+
+
+def predict(model, data, *, batch_size: int = 256, device=None, drop: Sequence[str] = (),
+            precision: str = "fp32", channels_last: bool = False, num_workers: int = 0,
+            cache: str = "auto") -> Tensor:
+    """Logits for every sample (eval mode, no grad); ``drop`` omits inputs."""
+    device = torch.device(device) if device is not None else unwrap(model)._device()
+    batches = _batches(model, data, batch_size, drop, num_workers, cache, device)
+    return run(model, batches, device, precision=precision, channels_last=channels_last)[0]
+
+
+def evaluate(model, data, *, batch_size: int = 256, device=None, drop: Sequence[str] = (),
+             precision: str = "fp32", channels_last: bool = False, num_workers: int = 0,
+             cache: str = "auto") -> dict[str, float]:
+    """``{"accuracy", "macro_f1", "loss"}`` on ``data``; ``drop=("text",)``
+    scores the model with that input missing (omitted)."""
+    device = torch.device(device) if device is not None else unwrap(model)._device()
+    batches = _batches(model, data, batch_size, drop, num_workers, cache, device)
+    return evaluate_batches(model, batches, device, precision=precision, channels_last=channels_last)
+
+
+def evaluate_batches(model, batches: Batches, device, *, precision: str = "fp32",
+                     channels_last: bool = False) -> dict[str, float]:
+    logits, labels = run(model, batches, device, precision=precision, channels_last=channels_last)
+    result = scores(labels, logits.argmax(1), unwrap(model).num_classes)
+    result["loss"] = float(F.cross_entropy(logits, labels)) if len(labels) else float("nan")
+    return result

@@ -1,0 +1,124 @@
+"""fit computes a frozen encoder's outputs once per run when its input is fixed."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+import mmzoo
+from mmzoo.tasks import Split
+from mmzoo.train import fit
+
+
+def _split(n: int, seed: int, raw: bool = False) -> Split:
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % 2
+    images = torch.rand(n, 3, 16, 16, generator=g) * 0.5 + labels[:, None, None, None] * 0.4
+    texts = [["a red cat", "the blue dog sat"][int(y)] + " x" * (i % 3) for i, y in enumerate(labels)]
+    if raw:  # uint8 arrays: loaded one sample at a time through the image processor
+        images = [np.asarray((im.permute(1, 2, 0) * 255).to(torch.uint8)) for im in images]
+    return Split({"image": images, "text": texts}, labels)
+
+
+def _counting(module) -> list[int]:
+    """Samples seen by ``module``'s forward, appended per call."""
+    seen: list[int] = []
+    module.register_forward_hook(lambda mod, args, out: seen.append(len(args[0])))
+    return seen
+
+
+def _run(name: str, cache_bytes: int, monkeypatch, *, epochs: int = 3, **fit_kwargs):
+    from mmzoo.train import _frozen
+
+    monkeypatch.setattr(_frozen, "FROZEN_CACHE_BYTES", cache_bytes)
+    torch.manual_seed(0)
+    model = mmzoo.create(name, num_classes=2)
+    seen = _counting(model.encoders["image"].body)
+    result = fit(model, _split(20, 1, fit_kwargs.pop("raw", False)), _split(8, 2), epochs=epochs, batch_size=6,
+                 lr=3e-3, progress=False, patience=None, seed=0, **fit_kwargs)
+    seen_in_fit = list(seen)
+    logits = model.eval()(**model.processor(**_split(8, 3).inputs))
+    return model, result, seen_in_fit, logits
+
+
+@pytest.mark.parametrize("fusion", ["concat", "attention(dim=16,heads=2)"])
+def test_cached_run_matches_the_uncached_one_and_runs_the_encoder_once_per_sample(fusion, monkeypatch, caplog):
+    name = f"cnn(channels=(4,8),img_size=16,freeze=True)+lstm(vocab_size=300,embed_dim=8,hidden_size=8)/{fusion}"
+    with caplog.at_level(logging.INFO, logger="mmzoo.train"):
+        cached_model, cached, seen_cached, logits_cached = _run(name, 2**30, monkeypatch)
+    assert "caching the frozen image encoder's outputs: 28 samples" in caplog.text
+    assert cached.data["frozen_cache"] == ["image"]
+    # once per sample of train (20) and val (8)
+    assert sum(seen_cached) == 20 + 8
+    plain_model, plain, seen_plain, logits_plain = _run(name, 0, monkeypatch)
+    assert "frozen_cache" not in plain.data
+    assert sum(seen_plain) >= 3 * 20 + 3 * 8  # without the cache: every epoch, train and val
+    losses = [r["train_loss"] for r in cached.history]
+    assert losses == pytest.approx([r["train_loss"] for r in plain.history], rel=1e-5, abs=1e-6)
+    assert [r["val_accuracy"] for r in cached.history] == [r["val_accuracy"] for r in plain.history]
+    torch.testing.assert_close(logits_cached, logits_plain, rtol=1e-4, atol=1e-5)
+    # the model is the same model afterwards: same keys, plain encoder methods, frozen weights untouched
+    assert cached_model.state_dict().keys() == plain_model.state_dict().keys()
+    assert "forward" not in vars(cached_model.encoders["image"])
+    for key, value in cached_model.encoders["image"].state_dict().items():
+        assert torch.equal(value, plain_model.encoders["image"].state_dict()[key]), key
+
+
+def test_tokens_are_cached_only_when_the_fusion_reads_them(monkeypatch, caplog):
+    # pooled only: 28 samples x (8 floats + a presence flag) = 924 bytes; the attention fusion
+    # reads the 4x4 grid of 8-wide tokens too (16x more), over a 2,000-byte bound
+    cached = {}
+    for fusion in ("concat", "attention(dim=16,heads=2)"):
+        name = f"cnn(channels=(4,8),img_size=16,freeze=True)+lstm(vocab_size=300,embed_dim=8,hidden_size=8)/{fusion}"
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="mmzoo.train"):
+            cached[fusion] = _run(name, 2000, monkeypatch, epochs=1)[1].data.get("frozen_cache")
+        if fusion != "concat":
+            assert "28 samples would take ~0.0 MB, over the 0 MB bound" in caplog.text
+    assert cached == {"concat": ["image"], "attention(dim=16,heads=2)": None}
+
+
+def test_over_the_bound_or_augmented_falls_back_with_a_log_line(monkeypatch, caplog):
+    name = "cnn(channels=(4,8),img_size=16,freeze=True)+lstm(vocab_size=300,embed_dim=8,hidden_size=8)/concat"
+    with caplog.at_level(logging.INFO, logger="mmzoo.train"):
+        _, result, seen, _ = _run(name, 100, monkeypatch, epochs=2)
+    assert "over the 0 MB bound" in caplog.text and "frozen_cache" not in result.data
+    assert sum(seen) >= 2 * 28
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="mmzoo.train"):
+        _, result, seen, _ = _run(name, 2**30, monkeypatch, epochs=2, raw=True, augment=True)
+    assert "is augmented" in caplog.text and "frozen_cache" not in result.data
+    assert sum(seen) >= 2 * 28
+
+
+def test_raw_images_loaded_per_sample_are_cached_without_augmentation(monkeypatch, caplog):
+    name = "cnn(channels=(4,8),img_size=16,freeze=True)+lstm(vocab_size=300,embed_dim=8,hidden_size=8)/concat"
+    with caplog.at_level(logging.INFO, logger="mmzoo.train"):
+        _, cached, seen_cached, logits_cached = _run(name, 2**30, monkeypatch, raw=True, cache="none",
+                                                     augment=False)
+    assert cached.data["cache"] == "none" and cached.data["frozen_cache"] == ["image"]
+    assert sum(seen_cached) == 20 + 8
+    _, plain, _, logits_plain = _run(name, 0, monkeypatch, raw=True, cache="none", augment=False)
+    assert [r["train_loss"] for r in cached.history] == pytest.approx(
+        [r["train_loss"] for r in plain.history], rel=1e-5, abs=1e-6)
+    torch.testing.assert_close(logits_cached, logits_plain, rtol=1e-4, atol=1e-5)
+
+
+def test_a_frozen_text_encoder_with_word_dropout_is_not_cached(monkeypatch, caplog):
+    from mmzoo.train import _frozen
+
+    monkeypatch.setattr(_frozen, "FROZEN_CACHE_BYTES", 2**30)
+    model = mmzoo.create("cnn(channels=(4,8),img_size=16)+lstm(vocab_size=300,embed_dim=8,hidden_size=8,"
+                         "freeze=True)/concat", num_classes=2)
+    with caplog.at_level(logging.INFO, logger="mmzoo.train"):
+        fit(model, _split(12, 1, raw=True), epochs=1, batch_size=6, progress=False, cache="none",
+            augment=False, word_dropout=0.3)
+    assert "not caching the frozen text encoder's outputs" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="mmzoo.train"):
+        result = fit(model, _split(12, 1, raw=True), epochs=1, batch_size=6, progress=False, cache="none",
+                     augment=False)
+    assert result.data["frozen_cache"] == ["text"]
