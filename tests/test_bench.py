@@ -11,6 +11,7 @@ import re
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -21,6 +22,7 @@ from mmzoo.bench import aggregate, append_row, expand_names, parse_shard, plan, 
 from mmzoo.bench import results, stats
 from mmzoo.bench.leaderboard import pareto_front
 import mmzoo
+import mmzoo.plugins
 from mmzoo.cli import main
 from mmzoo.errors import InputError, NameSyntaxError
 
@@ -367,3 +369,29 @@ def _memory_row(model, n):
 
     batch = {"image": torch.randn(n, 3, 8, 8), "text": torch.randint(1, 20, (n, 6))}
     return tensor_memory(model, batch, torch.zeros(n, dtype=torch.long), torch.device("cpu"), "fp32")
+
+
+@pytest.mark.parametrize("suite", sorted(p.name for p in (Path(__file__).parents[1] / "benchmarks").glob("*.toml")))
+def test_every_committed_suite_loads_and_names_registered_parts(suite):
+    """A typo in a committed suite would only surface as failed rows at the end of a long run."""
+    from mmzoo.bench import load_suite
+
+    runs = load_suite(Path(__file__).parents[1] / "benchmarks" / suite)
+    assert runs
+    registry = mmzoo.plugins.default_registry()
+    for names, task, settings in runs:
+        assert task in mmzoo.list_tasks(), (suite, task)
+        for name in names:
+            parsed = mmzoo.parse_name(name)
+            assert parsed.fusion.name in mmzoo.list_fusions(), (suite, name)
+            for part in parsed.encoders:
+                assert registry.resolve("encoder", part.name) is not None, (suite, name)
+
+
+def test_the_main_job_covers_three_real_tasks_with_four_fusions_each():
+    from mmzoo.bench import load_suite
+
+    runs = load_suite(Path(__file__).parents[1] / "benchmarks" / "real.toml")
+    fusions = {task: {mmzoo.parse_name(n).fusion.name for n in names} for names, task, _ in runs}
+    assert set(fusions) == {"icons", "reviews", "fsdd-digits"}
+    assert all(len(f) >= 4 for f in fusions.values()), fusions
