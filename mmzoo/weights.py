@@ -12,8 +12,10 @@ from them (``mmzoo.load``).
   their SHA-256, replaces the old one in one atomic rename: that rename is
   the switch. Only then are the new files renamed to their usual names
   (``config.json`` is rewritten once more); a reader that finds a named file
-  already moved takes the usual name and checks its digest. At every
-  instant the folder loads as the previous model or the new one. Leftovers
+  already moved takes the usual name and checks its digest (``mmzoo.load``
+  checks the processor files again after reading them, and reads the folder
+  again when a save overlapped). At every instant the folder loads as the
+  previous model or the new one. Leftovers
   of an interrupted save (only names mmzoo makes) go on the next save;
   other files in the folder are never touched. One writer per folder.
 """

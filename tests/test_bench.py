@@ -286,8 +286,19 @@ def test_results_under_benchmarks_results_need_a_clean_tree(tmp_path, monkeypatc
     (root / "benchmarks" / "results" / "r.jsonl").write_text("{}\n")   # results themselves are not code
     assert results.git_sha(root) == sha
     results.check_publishable(published, root)
+    (root / "entries").mkdir()
+    (root / "entries" / "w.bin").write_text("0")
+    _git(root, "add", "-A")
+    _git(root, "commit", "-qm", "an entry")
+    sha = results.git_sha(root)
+    (root / "entries" / "w.bin").write_text("1")   # other outputs (zoo entries) are named, also absolute
+    assert results.git_sha(root) == sha + "-dirty"
+    assert results.git_sha(root, outputs=("benchmarks/results", "entries")) == sha
+    assert results.git_sha(root, outputs=("benchmarks/results", str(root / "entries"))) == sha
+    _git(root, "checkout", "-q", "entries")
     (root / "code.py").write_text("x = 2\n")
     assert results.git_sha(root) == sha + "-dirty"
+    assert results.git_sha(root, outputs=("benchmarks/results", "entries")) == sha + "-dirty"
     with pytest.raises(InputError, match="uncommitted changes .*commit .*--out runs/"):
         results.check_publishable(published, root)
     results.check_publishable(tmp_path / "elsewhere.jsonl", root)     # outside benchmarks/results: allowed

@@ -138,18 +138,18 @@ def decode_classes(encoded: str | Sequence[int]) -> list[int]:
 
 
 # ------------------------------------------------------------------ provenance
-def git_sha(root: str | Path | None = None) -> str | None:
+def git_sha(root: str | Path | None = None, *, outputs: Sequence[str] = (PUBLISHED_DIR,)) -> str | None:
     """``HEAD`` of the checkout at ``root``, with ``-dirty`` when tracked files
-    differ from it (results under ``benchmarks/results/`` do not count: they
-    are outputs, not code); None outside a git checkout. ``root``: this
-    checkout by default."""
+    differ from it (files under ``outputs``, by default ``benchmarks/results/``,
+    do not count: they are results, not code); None outside a git checkout.
+    ``root``: this checkout by default."""
     root = _REPO if root is None else root
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
                              timeout=10).stdout.strip()
         dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
-                                f":(exclude){PUBLISHED_DIR}"], cwd=root, capture_output=True, text=True,
-                               timeout=10).stdout.strip()
+                                *(f":(exclude){folder}" for folder in outputs)], cwd=root,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
     return (sha + ("-dirty" if dirty else "")) if sha else None

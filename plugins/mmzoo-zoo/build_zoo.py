@@ -27,11 +27,16 @@ import hashlib
 import json
 import shlex
 import sys
-import tomllib
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ENTRIES = HERE / "mmzoo_zoo" / "entries"
+ENTRIES_DIR = str(ENTRIES)  # a git pathspec (absolute paths inside the work tree are allowed)
 RECIPES = HERE / "recipes.toml"
 MAX_BYTES = 10 * 1024 * 1024
 LICENSES = {
@@ -124,12 +129,15 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     import mmzoo
-    from mmzoo.bench.results import git_sha
+    from mmzoo.bench.results import PUBLISHED_DIR, git_sha
     from mmzoo.train import evaluate, fit
     from mmzoo.train.command import parse_class_weight
 
     from mmzoo.converted import fill_placeholders
 
+    # the code the entry is built from: taken before anything is written (the entries
+    # themselves are outputs, as benchmarks/results/ is for rows)
+    code_sha = git_sha(outputs=(PUBLISHED_DIR, ENTRIES_DIR))
     paths, pretrained = pretrained_files(spec["model"], args.build_dir)
     name = fill_placeholders(spec["model"], paths)
     torch.manual_seed(spec["seed"])
@@ -179,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         "weights_dtype": spec["store"],
         "data_license": args.license or LICENSES.get(spec["task"], "see the task's documentation"),
         "mmzoo_version": mmzoo.__version__,
-        "git_sha": git_sha(),
+        "git_sha": code_sha,
     }
     if float32_test is not None:
         card["float32_test"] = {"accuracy": round(float32_test["accuracy"], 4),
