@@ -35,13 +35,19 @@ columns measure.
 
 The scoring functions take ``predict(split) -> predicted class per sample``,
 so they work for any classifier; :func:`model_predictor` wraps a mmzoo model.
+A predictor may also offer ``reusing(split)``, a context manager under which
+its work on ``split``'s untouched inputs is shared between calls:
+:func:`robustness_report` enters it, and a mmzoo model's frozen encoders
+(``freeze=True``) then run once over the clean inputs rather than once per
+corruption of another input, with the same predictions.
 This module imports no torch until a tensor input or a model needs it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import random
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -327,9 +333,11 @@ def robustness_report(predict: Predict, split, modalities: Mapping[str, str], *,
     from mmzoo.tasks import Split
 
     split = Split(inputs, labels)
-    clean = _accuracy(predict, split)
     levels = [float(v) for v in levels]
-    curves = corruption_curves(predict, split, modalities, levels=levels, seed=seed, clean=clean)
+    with getattr(predict, "reusing", _no_reuse)(split):
+        clean = _accuracy(predict, split)
+        curves = corruption_curves(predict, split, modalities, levels=levels, seed=seed, clean=clean)
+        mismatched = mismatched_accuracy(predict, split, seed=seed)
     auc = {slot: {name: relative_auc(levels, curve, clean) for name, curve in by_name.items()}
            for slot, by_name in curves.items()}
     per_input = {}
@@ -337,15 +345,37 @@ def robustness_report(predict: Predict, split, modalities: Mapping[str, str], *,
         scores = [v for v in by_name.values() if v is not None]
         per_input[slot] = float(np.mean(scores)) if scores else None
     return {"samples": len(split), "clean_accuracy": clean, "levels": levels, "curves": curves, "auc": auc, "corruption_auc": per_input,
-            "mismatched_accuracy": mismatched_accuracy(predict, split, seed=seed)}
+            "mismatched_accuracy": mismatched}
+
+
+def _no_reuse(split) -> contextlib.AbstractContextManager:
+    return contextlib.nullcontext()
+
+
+class _ModelPredictor:
+    def __init__(self, model, predict_kwargs: Mapping[str, Any]):
+        self.model, self.kwargs, self.frozen = model, dict(predict_kwargs), None
+
+    def __call__(self, split) -> list[int]:
+        from mmzoo.train import predict
+
+        return predict(self.model, split, frozen=self.frozen, **self.kwargs).argmax(1).tolist()
+
+    @contextlib.contextmanager
+    def reusing(self, split) -> Iterator[None]:
+        from mmzoo.train import FrozenOutputs
+
+        options = {k: self.kwargs[k] for k in ("batch_size", "device", "precision") if k in self.kwargs}
+        with FrozenOutputs(self.model, split, **options) as self.frozen:
+            try:
+                yield
+            finally:
+                self.frozen = None
 
 
 def model_predictor(model, **predict_kwargs) -> Predict:
     """``predict(split)`` for a mmzoo model: argmax of
-    :func:`mmzoo.train.predict` (``device``, ``precision``, ... pass through)."""
-    from mmzoo.train import predict
-
-    def run(split) -> list[int]:
-        return predict(model, split, **predict_kwargs).argmax(1).tolist()
-
-    return run
+    :func:`mmzoo.train.predict` (``device``, ``precision``, ... pass through);
+    its ``reusing(split)`` computes the frozen encoders' outputs on ``split``
+    once (:class:`mmzoo.train.FrozenOutputs`)."""
+    return _ModelPredictor(model, predict_kwargs)

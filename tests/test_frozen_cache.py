@@ -122,3 +122,72 @@ def test_a_frozen_text_encoder_with_word_dropout_is_not_cached(monkeypatch, capl
         result = fit(model, _split(12, 1, raw=True), epochs=1, batch_size=6, progress=False, cache="none",
                      augment=False)
     assert result.data["frozen_cache"] == ["text"]
+
+
+# ---------------------------------------------------------------- FrozenOutputs: scoring one split many times
+FROZEN_IMAGE = "cnn(channels=(4,8),img_size=16,freeze=True)+lstm(vocab_size=300,embed_dim=8,hidden_size=8)/concat"
+
+
+def test_robustness_runs_a_frozen_encoder_once_over_inputs_it_leaves_untouched():
+    from mmzoo.robustness import model_predictor, robustness_report
+    from mmzoo.train import predict
+
+    torch.manual_seed(0)
+    model = mmzoo.create(FROZEN_IMAGE, num_classes=2).eval()
+    seen = _counting(model.encoders["image"].body)
+    split, modalities = _split(12, 4), {"image": "image", "text": "text"}
+
+    plain = robustness_report(lambda s: predict(model, s).argmax(1).tolist(), split, modalities)
+    seen_plain, seen[:] = sum(seen), []
+    reused = robustness_report(model_predictor(model), split, modalities)
+
+    assert reused == plain
+    # clean + 2 image corruptions x 4 levels + 2 text corruptions x 4 levels + 2 mismatched
+    assert seen_plain == 19 * 12
+    # once on entry, again only where the image itself changes: its 8 corruptions and its shuffle
+    assert sum(seen) == 12 + 8 * 12 + 12
+    assert not any(name in vars(model.encoders["image"]) for name in ("forward", "prepare_input", "batch_size"))
+
+
+def test_frozen_outputs_serve_only_the_inputs_shared_with_their_split():
+    from mmzoo.train import FrozenOutputs, evaluate, predict
+
+    torch.manual_seed(0)
+    model = mmzoo.create(FROZEN_IMAGE, num_classes=2).eval()
+    seen = _counting(model.encoders["image"].body)
+    split = _split(10, 5)
+    other_images = Split({"image": split.inputs["image"].flip(-1), "text": split.inputs["text"]}, split.labels)
+    expected = {"same": predict(model, split), "other": predict(model, other_images),
+                "no text": evaluate(model, split, drop=("text",))}
+    seen[:] = []
+    with FrozenOutputs(model, split) as frozen:
+        assert list(frozen.tables) == ["image"] and sum(seen) == 10
+        assert torch.equal(predict(model, split, frozen=frozen), expected["same"])
+        assert sum(seen) == 10  # served
+        assert torch.equal(predict(model, other_images, frozen=frozen), expected["other"])
+        assert sum(seen) == 20  # a different image input is encoded again
+        assert evaluate(model, split, drop=("text",), frozen=frozen) == expected["no text"]
+        assert sum(seen) == 20
+        with pytest.raises(mmzoo.errors.InputError, match="batches of 256.*hold 4"):
+            predict(model, split, batch_size=4, frozen=frozen)
+    assert frozen.tables == {} and torch.equal(predict(model, split), expected["same"])
+
+    # blocks nest: leaving an inner one leaves the outer one serving
+    with FrozenOutputs(model, split) as outer:
+        with FrozenOutputs(model, other_images):
+            pass
+        seen[:] = []
+        assert torch.equal(predict(model, split, frozen=outer), expected["same"]) and seen == []
+    assert "forward" not in vars(model.encoders["image"])
+
+
+def test_frozen_outputs_of_a_model_without_frozen_encoders_change_nothing():
+    from mmzoo.train import FrozenOutputs, predict
+
+    torch.manual_seed(0)
+    model = mmzoo.create("cnn(channels=(4,8),img_size=16)+lstm(vocab_size=300,embed_dim=8,hidden_size=8)/concat",
+                         num_classes=2).eval()
+    split = _split(6, 6)
+    with FrozenOutputs(model, split) as frozen:
+        assert frozen.tables == {}
+        assert torch.equal(predict(model, split, frozen=frozen), predict(model, split))

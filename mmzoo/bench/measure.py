@@ -145,7 +145,8 @@ def measure(name: str, task_name: str, seed: int, settings: Mapping[str, Any], *
     """Train ``name`` on ``task_name`` with ``settings`` and return the row."""
     import mmzoo
     from mmzoo.bench.results import encode_classes
-    from mmzoo.train import autocast, encode, evaluate, fit, fit_tokenizers, predict, synchronize
+    from mmzoo.train import (FrozenOutputs, autocast, encode, evaluate, fit, fit_tokenizers, logit_scores, predict,
+                             synchronize)
 
     if settings.get("threads"):
         torch.set_num_threads(int(settings["threads"]))
@@ -204,16 +205,18 @@ def measure(name: str, task_name: str, seed: int, settings: Mapping[str, Any], *
     # ------------------------------------------------ scores (eager model, eval mode)
     model.eval()
     common = dict(device=device, precision=precision, channels_last=bool(settings["channels_last"]))
-    scores = evaluate(model, data["test"], **common)
+    # the frozen encoders run once over the test inputs; the scores with an input dropped reuse that
+    with FrozenOutputs(model, data["test"], device=device, precision=precision) as frozen:
+        logits = predict(model, data["test"], frozen=frozen, **common)
+        scores = logit_scores(logits, data["test"].labels, task.num_classes)
+        missing = {}
+        if len(model.inputs) > 1:
+            for slot in model.inputs:
+                missing[slot] = evaluate(model, data["test"], drop=(slot,), frozen=frozen, **common)["accuracy"]
     row.update({"accuracy": scores["accuracy"], "macro_f1": scores["macro_f1"], "test_loss": scores["loss"]})
     # per-sample predictions: the leaderboard's bootstrap over test samples resamples them
     row["test_labels"] = encode_classes(data["test"].labels.tolist(), task.num_classes)
-    row["test_predictions"] = encode_classes(predict(model, data["test"], **common).argmax(1).tolist(),
-                                             task.num_classes)
-    missing = {}
-    if len(model.inputs) > 1:
-        for slot in model.inputs:
-            missing[slot] = evaluate(model, data["test"], drop=(slot,), **common)["accuracy"]
+    row["test_predictions"] = encode_classes(logits.argmax(1).tolist(), task.num_classes)
     row["missing_accuracy"] = missing
     row["missing_accuracy_mean"] = statistics.fmean(missing.values()) if missing else None
     row["missing_accuracy_min"] = min(missing.values()) if missing else None

@@ -9,9 +9,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mmzoo.data import Batches, make_loader, to_device
+from mmzoo.errors import InputError
 from mmzoo.train._amp import autocast
 
-__all__ = ["predict", "evaluate", "scores", "unwrap"]
+__all__ = ["predict", "evaluate", "scores", "logit_scores", "unwrap"]
 
 
 def unwrap(model):
@@ -49,33 +50,46 @@ def run(model, batches: Batches, device, *, precision: str = "fp32", channels_la
     return torch.cat(outputs), torch.cat(labels)
 
 
-def _batches(model, data, batch_size: int, drop, num_workers: int, cache: str, device) -> Batches:
-    return make_loader(unwrap(model), data, batch_size=batch_size, drop=drop, num_workers=num_workers, cache=cache,
-                       pin_memory=torch.device(device).type == "cuda")
+def _batches(model, data, batch_size: int, drop, num_workers: int, cache: str, device, frozen=None) -> Batches:
+    batches = make_loader(unwrap(model), data, batch_size=batch_size, drop=drop, num_workers=num_workers,
+                          cache=cache, pin_memory=torch.device(device).type == "cuda")
+    if frozen is not None:
+        if frozen.batch_size != batch_size:
+            raise InputError(f"frozen= was computed in batches of {frozen.batch_size}, but these batches hold "
+                             f"{batch_size}: give FrozenOutputs the same batch_size")
+        frozen.serve(batches, data)
+    return batches
 
 
 def predict(model, data, *, batch_size: int = 256, device=None, drop: Sequence[str] = (),
             precision: str = "fp32", channels_last: bool = False, num_workers: int = 0,
-            cache: str = "auto") -> Tensor:
-    """Logits for every sample (eval mode, no grad); ``drop`` omits inputs."""
+            cache: str = "auto", frozen=None) -> Tensor:
+    """Logits for every sample (eval mode, no grad); ``drop`` omits inputs;
+    ``frozen``: a :class:`~mmzoo.train.FrozenOutputs` whose rows serve the inputs
+    ``data`` shares with its split."""
     device = torch.device(device) if device is not None else unwrap(model)._device()
-    batches = _batches(model, data, batch_size, drop, num_workers, cache, device)
+    batches = _batches(model, data, batch_size, drop, num_workers, cache, device, frozen)
     return run(model, batches, device, precision=precision, channels_last=channels_last)[0]
 
 
 def evaluate(model, data, *, batch_size: int = 256, device=None, drop: Sequence[str] = (),
              precision: str = "fp32", channels_last: bool = False, num_workers: int = 0,
-             cache: str = "auto") -> dict[str, float]:
+             cache: str = "auto", frozen=None) -> dict[str, float]:
     """``{"accuracy", "macro_f1", "loss"}`` on ``data``; ``drop=("text",)``
-    scores the model with that input missing (omitted)."""
+    scores the model with that input missing (omitted); ``frozen`` as in :func:`predict`."""
     device = torch.device(device) if device is not None else unwrap(model)._device()
-    batches = _batches(model, data, batch_size, drop, num_workers, cache, device)
+    batches = _batches(model, data, batch_size, drop, num_workers, cache, device, frozen)
     return evaluate_batches(model, batches, device, precision=precision, channels_last=channels_last)
 
 
 def evaluate_batches(model, batches: Batches, device, *, precision: str = "fp32",
                      channels_last: bool = False) -> dict[str, float]:
     logits, labels = run(model, batches, device, precision=precision, channels_last=channels_last)
-    result = scores(labels, logits.argmax(1), unwrap(model).num_classes)
+    return logit_scores(logits, labels, unwrap(model).num_classes)
+
+
+def logit_scores(logits: Tensor, labels: Tensor, num_classes: int) -> dict[str, float]:
+    """``{"accuracy", "macro_f1", "loss"}`` of (N, num_classes) logits against (N,) labels."""
+    result = scores(labels, logits.argmax(1), num_classes)
     result["loss"] = float(F.cross_entropy(logits, labels)) if len(labels) else float("nan")
     return result

@@ -8,6 +8,12 @@ split, serves its rows as that input for the rest of ``fit`` and puts the
 model back as it was: no parameter, buffer or config changes, so what
 ``save_pretrained`` writes during or after the run is the same model.
 
+:class:`FrozenOutputs` does the same for scoring one split many times with
+some inputs changed (corruption curves, a missing input): the frozen
+encoders run once over the split's inputs, and a later ``predict`` or
+``evaluate`` given ``frozen=`` reuses those rows for every input that is the
+very same object as in that split.
+
 The cache holds the pooled features, plus the tokens when the fusion reads
 them (checked on a batch: the fusion's output with the tokens replaced must
 equal its output with the real ones). It is skipped, with a log line, when it
@@ -27,7 +33,7 @@ from torch import Tensor
 from mmzoo.components import EncoderOutput
 from mmzoo.train._amp import autocast
 
-__all__ = ["frozen_output_cache", "FROZEN_CACHE_BYTES", "CACHED"]
+__all__ = ["frozen_output_cache", "FrozenOutputs", "FROZEN_CACHE_BYTES", "CACHED"]
 
 logger = logging.getLogger("mmzoo.train")
 
@@ -111,6 +117,8 @@ def _fusion_reads_tokens(model, slot: str, table: Mapping[str, Tensor]) -> bool:
 def _serving(encoder) -> Iterator[None]:
     """Let ``encoder`` take a batch of cached rows as its input (and anything else as before)."""
     prepare, batch_size, forward = encoder.prepare_input, encoder.batch_size, encoder.forward
+    names = ("prepare_input", "batch_size", "forward")
+    outer = {name: vars(encoder)[name] for name in names if name in vars(encoder)}
 
     def prepare_input(x, slot):
         return (x, x["frozen_present"]) if _is_cached(x) else prepare(x, slot)
@@ -121,12 +129,90 @@ def _serving(encoder) -> Iterator[None]:
     try:
         yield
     finally:
-        for name in ("prepare_input", "batch_size", "forward"):
+        for name in names:
             delattr(encoder, name)
+        vars(encoder).update(outer)  # an enclosing block (served within served) keeps its own
 
 
 def _nbytes(table: Mapping[str, Tensor], tokens: bool = True) -> int:
     return sum(t.numel() * t.element_size() for k, t in table.items() if tokens or "token" not in k)
+
+
+def _table(model, slot: str, batches, device, *, batch_size: int, precision: str,
+           bound: float, samples: int | None = None) -> dict[str, Tensor] | None:
+    """The frozen encoder of ``slot`` over every sample of ``batches`` (a
+    :class:`mmzoo.data.Batches`), as one table; None, with a log line, when
+    ``samples`` rows (default: these) would take more than ``bound`` bytes,
+    estimated on the first batch before the rest is computed."""
+    encoder = model.encoders[slot]
+    rows = _outputs(encoder, slot, batches.input_batches(slot, batch_size), device, precision)
+    first = next(rows)
+    tokens = _fusion_reads_tokens(model, slot, first)
+    samples = batches.num_rows if samples is None else samples
+    estimate = _nbytes(first, tokens) / len(first["frozen_pooled"]) * samples
+    if estimate > bound:
+        logger.info("not caching the frozen %s encoder's outputs: %d samples would take ~%.1f MB, "
+                    "over the %.0f MB bound (mmzoo.train._frozen.FROZEN_CACHE_BYTES); computing them "
+                    "every time", encoder.modality or slot, samples, estimate / 1e6, max(bound, 0) / 1e6)
+        return None
+    return {k: v.cpu() for k, v in _join([first, *rows], tokens).items()}
+
+
+class FrozenOutputs(contextlib.AbstractContextManager):
+    """Within the block, the outputs of ``model``'s frozen encoders on
+    ``data``'s inputs (a :class:`~mmzoo.tasks.Split` or
+    :class:`mmzoo.data.Encoded`), computed once on entry.
+
+    ``serve(batches, data)`` hands them to batches built from another split
+    for each input that is the same object (``is``) as in ``data``: a split
+    with one input corrupted or dropped shares the others, so only the
+    changed input's encoder runs again. ``batch_size`` must be the one the
+    later batches use, so that every encoder output is computed on the
+    same batch as without the cache."""
+
+    def __init__(self, model, data, *, batch_size: int = 256, device=None, precision: str = "fp32"):
+        from mmzoo.train._evaluate import unwrap
+
+        self.model = unwrap(model)
+        self.data = data
+        self.batch_size = batch_size
+        self.device = torch.device(device) if device is not None else self.model._device()
+        self.precision = precision
+        self.tables: dict[str, dict[str, Tensor]] = {}
+        self._stack = contextlib.ExitStack()
+
+    def __enter__(self) -> "FrozenOutputs":
+        from mmzoo.data import make_loader
+
+        slots = [slot for slot, encoder in self.model.encoders.items() if getattr(encoder, "frozen", False)]
+        inputs = getattr(self.data, "inputs", None)
+        if not slots or inputs is None:
+            return self
+        batches = make_loader(self.model, self.data, batch_size=self.batch_size)
+        total = 0
+        for slot in (s for s in slots if s in inputs and s in batches.fixed_inputs()):
+            table = _table(self.model, slot, batches, self.device, batch_size=self.batch_size,
+                           precision=self.precision, bound=FROZEN_CACHE_BYTES - total)
+            if table is None:
+                continue
+            total += _nbytes(table)
+            self.tables[slot] = table
+            self._stack.enter_context(_serving(self.model.encoders[slot]))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.tables = {}
+        self._stack.close()
+
+    def serve(self, batches, data) -> list[str]:
+        """Replace, in ``batches`` (built from ``data``), every input shared with
+        the split given on entry by its cached rows; return those inputs."""
+        inputs = getattr(data, "inputs", {})
+        served = [slot for slot, table in self.tables.items()
+                  if inputs.get(slot) is self.data.inputs[slot] and slot in batches.fixed_inputs()]
+        for slot in served:
+            batches.replace_input(slot, self.tables[slot])
+        return served
 
 
 @contextlib.contextmanager
@@ -150,25 +236,17 @@ def frozen_output_cache(model, splits: Sequence[Any], device, *, batch_size: int
                 logger.info("not caching the frozen %s encoder's outputs: its input %r is augmented, "
                             "word-dropped or streamed", modality, slot)
                 continue
-            rows = _outputs(encoder, slot, splits[0].input_batches(slot, batch_size), device, precision)
-            first = next(rows)
-            tokens = _fusion_reads_tokens(model, slot, first)
-            samples = sum(b.num_rows for b in splits)
-            estimate = _nbytes(first, tokens) / len(first["frozen_pooled"]) * samples
-            if total + estimate > FROZEN_CACHE_BYTES:
-                logger.info("not caching the frozen %s encoder's outputs: %d samples would take ~%.1f MB, "
-                            "over the %.0f MB bound (mmzoo.train._frozen.FROZEN_CACHE_BYTES); computing them "
-                            "every epoch", modality, samples, estimate / 1e6, FROZEN_CACHE_BYTES / 1e6)
+            first = _table(model, slot, splits[0], device, batch_size=batch_size, precision=precision,
+                           bound=FROZEN_CACHE_BYTES - total, samples=sum(b.num_rows for b in splits))
+            if first is None:
                 continue
-            tables = [_join([first, *rows], tokens)]
-            tables += [_join(list(_outputs(encoder, slot, b.input_batches(slot, batch_size), device, precision)),
-                             tokens) for b in splits[1:]]
-            size = sum(_nbytes(t) for t in tables)
-            total += size
+            tables = [first] + [_table(model, slot, b, device, batch_size=batch_size, precision=precision,
+                                       bound=float("inf")) for b in splits[1:]]
+            total += sum(_nbytes(t) for t in tables)
             for batches, table in zip(splits, tables):
-                batches.replace_input(slot, {k: v.cpu() for k, v in table.items()})
+                batches.replace_input(slot, table)
             stack.enter_context(_serving(encoder))
             cached.append(slot)
-            logger.info("caching the frozen %s encoder's outputs: %d samples, %.1f MB", modality, samples,
-                        size / 1e6)
+            logger.info("caching the frozen %s encoder's outputs: %d samples, %.1f MB", modality,
+                        sum(b.num_rows for b in splits), sum(_nbytes(t) for t in tables) / 1e6)
         yield cached
