@@ -139,8 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     import mmzoo
-    from mmzoo._io import atomic_write_text
-    from mmzoo.bench.results import check_publishable, git_sha
+    from mmzoo.bench.results import check_publishable, git_sha, write_results
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from pretrained_icons import convert
@@ -173,10 +172,8 @@ def main(argv: list[str] | None = None) -> int:
                    "splits": {k: len(v) for k, v in index.items()}, "env": env}
             print(json.dumps(row), flush=True)
             rows.append(row)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(args.out, "".join(json.dumps(r) + "\n" for r in rows))
     markdown = table(rows)
-    atomic_write_text(args.out.with_suffix(".md"), markdown + "\n")
+    write_results(args.out, rows, markdown)
     print(markdown)
     return 0
 

@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     import mmzoo
-    from mmzoo.bench.results import check_publishable, git_sha
+    from mmzoo.bench.results import check_publishable, git_sha, write_results
 
     check_publishable(args.out)
     task = mmzoo.get_task("icons", seed=args.seed)
@@ -135,12 +135,8 @@ def main(argv: list[str] | None = None) -> int:
             row = {**run(variant, name, extra, splits, task, args), "env": env}
             print(json.dumps(row), flush=True)
             rows.append(row)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    from mmzoo._io import atomic_write_text
-
-    atomic_write_text(args.out, "".join(json.dumps(r) + "\n" for r in rows))
     markdown = table(rows)
-    atomic_write_text(args.out.with_suffix(".md"), markdown + "\n")
+    write_results(args.out, rows, markdown)
     print(markdown)
     return 0
 

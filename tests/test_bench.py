@@ -406,3 +406,12 @@ def test_the_main_job_covers_three_real_tasks_with_four_fusions_each():
     fusions = {task: {mmzoo.parse_name(n).fusion.name for n in names} for names, task, _ in runs}
     assert set(fusions) == {"icons", "reviews", "fsdd-digits"}
     assert all(len(f) >= 4 for f in fusions.values()), fusions
+
+
+def test_write_results_writes_json_lines_and_the_table_beside_them(tmp_path):
+    from mmzoo.bench.results import write_results
+
+    out = tmp_path / "new" / "probe.jsonl"
+    write_results(out, [{"a": 1}, {"a": 2.5}], "| a |")
+    assert [json.loads(line) for line in out.read_text().splitlines()] == [{"a": 1}, {"a": 2.5}]
+    assert (tmp_path / "new" / "probe.md").read_text() == "| a |\n"

@@ -155,6 +155,17 @@ def git_sha(root: str | Path | None = None, *, outputs: Sequence[str] = (PUBLISH
     return (sha + ("-dirty" if dirty else "")) if sha else None
 
 
+def write_results(out: str | Path, rows: Sequence[Mapping[str, Any]], markdown: str) -> None:
+    """A benchmark script's output: ``rows`` as JSON lines in ``out`` and the
+    ``markdown`` table beside it (same name, ``.md``), each written atomically."""
+    from mmzoo._io import atomic_write_text
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out, "".join(json.dumps(r) + "\n" for r in rows))
+    atomic_write_text(out.with_suffix(".md"), markdown + "\n")
+
+
 def check_publishable(out: str | Path, root: str | Path | None = None) -> None:
     """Refuse to record results in the repository's ``benchmarks/results/``
     unless the tree is clean: committed results must be reproducible from the
