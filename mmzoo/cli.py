@@ -236,6 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="torch threads per worker")
     p.add_argument("--timeout", type=float, help="seconds per combination before it is a failed row")
     p.add_argument("--shard", metavar="K/N", help="run only the K-th of N shards (1-based)")
+    p.add_argument("--jobs", type=int, default=1, metavar="N",
+                   help="combinations run at once, each in its own process (default 1; with --threads 1, "
+                        "up to one per core)")
     p.add_argument("--out", metavar="JSONL", help="results file (appended; rerun resumes)")
     p.add_argument("--retry-failed", action="store_true", help="rerun combinations recorded as failed")
     p.add_argument("--no-baselines", action="store_true", help="skip the single-input baselines")

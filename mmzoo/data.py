@@ -268,6 +268,12 @@ class Batches:
     def steps(self) -> int | None:
         return len(self.loader) if self.stream is None else None
 
+    @property
+    def encoded(self) -> Encoded | None:
+        """The whole split as tensors when it is held in memory (``cache="memory"``), else None."""
+        dataset = self.loader.dataset
+        return dataset.data if isinstance(dataset, EncodedDataset) else None
+
     def fixed_inputs(self) -> tuple[str, ...]:
         """Inputs that reach the model the same way every epoch (not augmented, no word
         dropout; never a stream's): what the model computes from them can be computed once."""

@@ -37,9 +37,10 @@ The scoring functions take ``predict(split) -> predicted class per sample``,
 so they work for any classifier; :func:`model_predictor` wraps a mmzoo model.
 A predictor may also offer ``reusing(split)``, a context manager under which
 its work on ``split``'s untouched inputs is shared between calls:
-:func:`robustness_report` enters it, and a mmzoo model's frozen encoders
-(``freeze=True``) then run once over the clean inputs rather than once per
-corruption of another input, with the same predictions.
+:func:`robustness_report` enters it, and a mmzoo model then processes each
+clean input (image transforms, tokenising) and runs its frozen encoders
+(``freeze=True``) over it once, rather than once per corruption of another
+input, with the same predictions.
 This module imports no torch until a tensor input or a model needs it.
 """
 
@@ -354,28 +355,28 @@ def _no_reuse(split) -> contextlib.AbstractContextManager:
 
 class _ModelPredictor:
     def __init__(self, model, predict_kwargs: Mapping[str, Any]):
-        self.model, self.kwargs, self.frozen = model, dict(predict_kwargs), None
+        self.model, self.kwargs, self.prepared = model, dict(predict_kwargs), None
 
     def __call__(self, split) -> list[int]:
         from mmzoo.train import predict
 
-        return predict(self.model, split, frozen=self.frozen, **self.kwargs).argmax(1).tolist()
+        return predict(self.model, split, prepared=self.prepared, **self.kwargs).argmax(1).tolist()
 
     @contextlib.contextmanager
     def reusing(self, split) -> Iterator[None]:
-        from mmzoo.train import FrozenOutputs
+        from mmzoo.train import PreparedInputs
 
         options = {k: self.kwargs[k] for k in ("batch_size", "device", "precision") if k in self.kwargs}
-        with FrozenOutputs(self.model, split, **options) as self.frozen:
+        with PreparedInputs(self.model, split, **options) as self.prepared:
             try:
                 yield
             finally:
-                self.frozen = None
+                self.prepared = None
 
 
 def model_predictor(model, **predict_kwargs) -> Predict:
     """``predict(split)`` for a mmzoo model: argmax of
     :func:`mmzoo.train.predict` (``device``, ``precision``, ... pass through);
-    its ``reusing(split)`` computes the frozen encoders' outputs on ``split``
-    once (:class:`mmzoo.train.FrozenOutputs`)."""
+    its ``reusing(split)`` processes ``split``'s inputs and runs the frozen
+    encoders over them once (:class:`mmzoo.train.PreparedInputs`)."""
     return _ModelPredictor(model, predict_kwargs)

@@ -22,8 +22,10 @@ SPLITS = ("train", "val", "test")
 @dataclass
 class Split:
     """One split: ``inputs[name]`` is either a tensor with the samples along
-    dim 0 (ready for the model) or a list of raw values for the model's
-    processor (strings, images, waveforms); ``labels`` is an (N,) LongTensor."""
+    dim 0 (ready for the model), a mapping of such tensors (a tokenizer's
+    ``input_ids`` and ``attention_mask``) or a list of raw values for the
+    model's processor (strings, images, waveforms, table rows); ``labels`` is
+    an (N,) LongTensor."""
 
     inputs: Mapping[str, Any]
     labels: Any
@@ -32,8 +34,11 @@ class Split:
     def __post_init__(self) -> None:
         n = len(self.labels)
         for name, values in self.inputs.items():
-            if len(values) != n:
-                raise InputError(f"split input {name!r} has {len(values)} samples for {n} labels")
+            parts = values.items() if isinstance(values, Mapping) else [("", values)]
+            for key, part in parts:
+                if len(part) != n:
+                    where = f"{name!r}" + (f" ({key!r})" if key else "")
+                    raise InputError(f"split input {where} has {len(part)} samples for {n} labels")
 
     def __len__(self) -> int:
         return len(self.labels)

@@ -69,6 +69,13 @@ def test_plan_puts_baselines_first_and_shards_partition_the_jobs():
         plan(["cnn+lstm/concat"], "t", {"epoch": 3})
 
 
+def test_jobs_must_be_a_whole_number_of_at_least_one(tmp_path):
+    for bad in (0, -2, 1.5):
+        with pytest.raises(InputError, match=r"jobs must be a whole number >= 1 \(combinations run at once\)"):
+            run_sweep(["cnn+lstm/concat"], "digits-pair", SETTINGS, tmp_path / "r.jsonl", jobs=bad)
+    assert not (tmp_path / "r.jsonl").exists()
+
+
 def test_jsonl_appends_are_whole_lines_and_torn_lines_are_skipped(tmp_path):
     path = tmp_path / "r.jsonl"
     threads = [threading.Thread(target=lambda i=i: [append_row(path, {"i": i, "j": j, "pad": "x" * 5000})
@@ -148,7 +155,21 @@ def test_cpu_sweep_rows_failures_resume_and_leaderboard(tmp_path):
     assert len(running) == 5 and running[0].startswith("  [1/5] running ") and "ETA" not in running[0]
     assert all(re.search(r"\(sweep ETA \d+ (s|min \d\d s)\)$", m) for m in running[1:]), running
     # ... and the worker's epochs are passed on while it trains
-    assert sum(bool(re.match(r" +epoch 1/\d+: train loss \d", m)) for m in messages) == len(ok), messages
+    assert sum(bool(re.match(r"  \[\d/5\]   epoch 1/\d+: train loss \d", m)) for m in messages) == len(ok), messages
+
+    # two jobs at a time: the same rows (each job is seeded, one thread), written as they finish
+    parallel_out, parallel_messages = tmp_path / "parallel.jsonl", []
+    parallel = run_sweep(names, "digits-pair", SETTINGS, parallel_out, jobs=2, print_fn=parallel_messages.append)
+    assert "5 to run, 2 at a time" in parallel_messages[0]
+    by_key = {results.row_key(r): r for r in rows}
+    assert sorted(map(results.row_key, parallel)) == sorted(by_key) and len(read_rows(parallel_out)) == 5
+    for row in parallel:
+        serial = by_key[results.row_key(row)]
+        assert row["status"] == serial["status"]
+        if row["status"] == "ok":
+            assert (row["test_predictions"], row["accuracy"]) == (serial["test_predictions"], serial["accuracy"])
+    events = [m.split("] ", 1)[1].split()[0] for m in parallel_messages if re.match(r"  \[\d/5\] (running|ok|FAILED)", m)]
+    assert events[:2] == ["running", "running"]  # the second starts before the first ends
 
     # resume: the same command runs nothing; --retry-failed reruns only the failed rows
     assert run_sweep(names, "digits-pair", SETTINGS, out, print_fn=messages.append) == []

@@ -124,7 +124,7 @@ def test_a_frozen_text_encoder_with_word_dropout_is_not_cached(monkeypatch, capl
     assert result.data["frozen_cache"] == ["text"]
 
 
-# ---------------------------------------------------------------- FrozenOutputs: scoring one split many times
+# ---------------------------------------------------------------- PreparedInputs: scoring one split many times
 FROZEN_IMAGE = "cnn(channels=(4,8),img_size=16,freeze=True)+lstm(vocab_size=300,embed_dim=8,hidden_size=8)/concat"
 
 
@@ -149,8 +149,8 @@ def test_robustness_runs_a_frozen_encoder_once_over_inputs_it_leaves_untouched()
     assert not any(name in vars(model.encoders["image"]) for name in ("forward", "prepare_input", "batch_size"))
 
 
-def test_frozen_outputs_serve_only_the_inputs_shared_with_their_split():
-    from mmzoo.train import FrozenOutputs, evaluate, predict
+def test_prepared_inputs_serve_only_the_inputs_shared_with_their_split():
+    from mmzoo.train import PreparedInputs, evaluate, predict
 
     torch.manual_seed(0)
     model = mmzoo.create(FROZEN_IMAGE, num_classes=2).eval()
@@ -160,34 +160,63 @@ def test_frozen_outputs_serve_only_the_inputs_shared_with_their_split():
     expected = {"same": predict(model, split), "other": predict(model, other_images),
                 "no text": evaluate(model, split, drop=("text",))}
     seen[:] = []
-    with FrozenOutputs(model, split) as frozen:
-        assert list(frozen.tables) == ["image"] and sum(seen) == 10
-        assert torch.equal(predict(model, split, frozen=frozen), expected["same"])
+    with PreparedInputs(model, split) as prepared:
+        assert list(prepared.tables) == ["image"] and sum(seen) == 10
+        assert torch.equal(predict(model, split, prepared=prepared), expected["same"])
         assert sum(seen) == 10  # served
-        assert torch.equal(predict(model, other_images, frozen=frozen), expected["other"])
+        assert torch.equal(predict(model, other_images, prepared=prepared), expected["other"])
         assert sum(seen) == 20  # a different image input is encoded again
-        assert evaluate(model, split, drop=("text",), frozen=frozen) == expected["no text"]
+        assert evaluate(model, split, drop=("text",), prepared=prepared) == expected["no text"]
         assert sum(seen) == 20
         with pytest.raises(mmzoo.errors.InputError, match="batches of 256.*hold 4"):
-            predict(model, split, batch_size=4, frozen=frozen)
-    assert frozen.tables == {} and torch.equal(predict(model, split), expected["same"])
+            predict(model, split, batch_size=4, prepared=prepared)
+    assert prepared.tables == {} and torch.equal(predict(model, split), expected["same"])
 
     # blocks nest: leaving an inner one leaves the outer one serving
-    with FrozenOutputs(model, split) as outer:
-        with FrozenOutputs(model, other_images):
+    with PreparedInputs(model, split) as outer:
+        with PreparedInputs(model, other_images):
             pass
         seen[:] = []
-        assert torch.equal(predict(model, split, frozen=outer), expected["same"]) and seen == []
+        assert torch.equal(predict(model, split, prepared=outer), expected["same"]) and seen == []
     assert "forward" not in vars(model.encoders["image"])
 
 
-def test_frozen_outputs_of_a_model_without_frozen_encoders_change_nothing():
-    from mmzoo.train import FrozenOutputs, predict
+def test_prepared_inputs_of_a_model_without_frozen_encoders_reuse_processing_only(monkeypatch):
+    from mmzoo.processing import ImageProcessor
+    from mmzoo.robustness import model_predictor, robustness_report
+    from mmzoo.train import PreparedInputs, predict
 
     torch.manual_seed(0)
     model = mmzoo.create("cnn(channels=(4,8),img_size=16)+lstm(vocab_size=300,embed_dim=8,hidden_size=8)/concat",
                          num_classes=2).eval()
-    split = _split(6, 6)
-    with FrozenOutputs(model, split) as frozen:
-        assert frozen.tables == {}
-        assert torch.equal(predict(model, split, frozen=frozen), predict(model, split))
+    split = _split(6, 6, raw=True)  # uint8 arrays: every image goes through the timm transform
+    processed: list[int] = []  # one per image; make_loader also processes 4 first to size the memory cache
+    preprocess = ImageProcessor.preprocess
+    monkeypatch.setattr(ImageProcessor, "preprocess",
+                        lambda self, *args, **kwargs: processed.append(1) or preprocess(self, *args, **kwargs))
+    expected = predict(model, split)
+    processed[:] = []
+    with PreparedInputs(model, split) as prepared:
+        assert prepared.tables == {} and sorted(prepared.tensors) == ["image", "text"]
+        assert len(processed) == 4 + 6
+        assert torch.equal(predict(model, split, prepared=prepared), expected)
+        texts = Split({"image": split.inputs["image"], "text": [t.upper() for t in split.inputs["text"]]},
+                      split.labels)
+        assert torch.equal(predict(model, texts, prepared=prepared), predict(model, texts))
+    assert len(processed) == 2 * (4 + 6)  # only the unprepared predict(model, texts) processed them again
+
+    modalities = {"image": "image", "text": "text"}
+    processed[:] = []
+    plain = robustness_report(lambda s: predict(model, s).argmax(1).tolist(), split, modalities)
+    processed_plain, processed[:] = len(processed), []
+    assert robustness_report(model_predictor(model), split, modalities) == plain
+    # clean + 8 image corruptions + 8 text corruptions + 2 mismatched, 6 images each, versus:
+    # once on entry, then where the image itself changes (its 8 corruptions and its shuffle)
+    assert (processed_plain, len(processed)) == (19 * (4 + 6), (1 + 8 + 1) * (4 + 6))
+
+
+def test_a_split_takes_a_mapping_of_tensors_and_checks_each_length():
+    ids = {"input_ids": torch.zeros(4, 3, dtype=torch.long), "attention_mask": torch.ones(4, 3, dtype=torch.bool)}
+    assert len(Split({"text": ids}, torch.zeros(4))) == 4
+    with pytest.raises(mmzoo.errors.InputError, match=r"split input 'text' \('attention_mask'\) has 2 samples"):
+        Split({"text": {**ids, "attention_mask": ids["attention_mask"][:2]}}, torch.zeros(4))

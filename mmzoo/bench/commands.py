@@ -61,7 +61,7 @@ def _bench(args: argparse.Namespace) -> int:
     failed = 0
     for names, task, settings in runs:
         rows = run_sweep(names, task, settings, out, shard=shard, retry_failed=args.retry_failed,
-                         print_fn=lambda msg: print(msg, flush=True))
+                         jobs=args.jobs, print_fn=lambda msg: print(msg, flush=True))
         failed += sum(r["status"] != "ok" for r in rows)
     print(f"results: {out}" + (f" ({failed} failed row(s))" if failed else ""))
     if args.leaderboard:

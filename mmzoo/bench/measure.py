@@ -145,7 +145,7 @@ def measure(name: str, task_name: str, seed: int, settings: Mapping[str, Any], *
     """Train ``name`` on ``task_name`` with ``settings`` and return the row."""
     import mmzoo
     from mmzoo.bench.results import encode_classes
-    from mmzoo.train import (FrozenOutputs, autocast, encode, evaluate, fit, fit_tokenizers, logit_scores, predict,
+    from mmzoo.train import (PreparedInputs, autocast, encode, evaluate, fit, fit_tokenizers, logit_scores, predict,
                              synchronize)
 
     if settings.get("threads"):
@@ -206,13 +206,13 @@ def measure(name: str, task_name: str, seed: int, settings: Mapping[str, Any], *
     model.eval()
     common = dict(device=device, precision=precision, channels_last=bool(settings["channels_last"]))
     # the frozen encoders run once over the test inputs; the scores with an input dropped reuse that
-    with FrozenOutputs(model, data["test"], device=device, precision=precision) as frozen:
-        logits = predict(model, data["test"], frozen=frozen, **common)
+    with PreparedInputs(model, data["test"], device=device, precision=precision) as prepared:
+        logits = predict(model, data["test"], prepared=prepared, **common)
         scores = logit_scores(logits, data["test"].labels, task.num_classes)
         missing = {}
         if len(model.inputs) > 1:
             for slot in model.inputs:
-                missing[slot] = evaluate(model, data["test"], drop=(slot,), frozen=frozen, **common)["accuracy"]
+                missing[slot] = evaluate(model, data["test"], drop=(slot,), prepared=prepared, **common)["accuracy"]
     row.update({"accuracy": scores["accuracy"], "macro_f1": scores["macro_f1"], "test_loss": scores["loss"]})
     # per-sample predictions: the leaderboard's bootstrap over test samples resamples them
     row["test_labels"] = encode_classes(data["test"].labels.tolist(), task.num_classes)

@@ -307,6 +307,8 @@ def _run_worker(command: list[str], env: Mapping[str, str], timeout: float | Non
 
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             errors="replace", env=dict(env))
+    with _running_lock:
+        _running.add(proc)
     tail: collections.deque[str] = collections.deque(maxlen=200)
 
     def read() -> None:
@@ -325,8 +327,25 @@ def _run_worker(command: list[str], env: Mapping[str, str], timeout: float | Non
         proc.kill()
         proc.wait()
         returncode = None
+    except BaseException:  # Ctrl-C or SIGTERM: the worker goes too
+        proc.kill()
+        raise
+    finally:
+        with _running_lock:
+            _running.discard(proc)
     reader.join()
     return returncode, "".join(tail)
+
+
+#: worker processes now running (killed when the sweep is interrupted)
+_running: set[subprocess.Popen] = set()
+_running_lock = threading.Lock()
+
+
+def _kill_running() -> None:
+    with _running_lock:
+        for proc in _running:
+            proc.kill()
 
 
 def _eta(started: float, done: int, total: int) -> str:
@@ -338,43 +357,72 @@ def _eta(started: float, done: int, total: int) -> str:
 
 
 def run_sweep(names: Sequence[str], task: str, settings: Mapping[str, Any], out: str | Path, *,
-              shard: tuple[int, int] | None = None, retry_failed: bool = False,
+              shard: tuple[int, int] | None = None, retry_failed: bool = False, jobs: int = 1,
               print_fn: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """Run every job not already in ``out`` (ok rows, and failed rows unless
-    ``retry_failed``); returns the rows written by this call. Writing into the
-    repository's ``benchmarks/results/`` needs a clean tree
+    ``retry_failed``), ``jobs`` of them at a time, each in its own process;
+    returns the rows written by this call, in the order they finished.
+    Writing into the repository's ``benchmarks/results/`` needs a clean tree
     (:func:`~mmzoo.bench.results.check_publishable`)."""
+    if not isinstance(jobs, int) or jobs < 1:
+        raise InputError(f"jobs must be a whole number >= 1 (combinations run at once), got {jobs!r}")
     check_publishable(out)
-    jobs = plan(names, task, settings)
-    if jobs and jobs[0].settings.get("pretrained"):  # made (or checked) once here, before any job
+    planned = plan(names, task, settings)
+    if planned and planned[0].settings.get("pretrained"):  # made (or checked) once here, before any job
         from mmzoo.converted import parse_specs, prepare_all
 
-        for key, path in prepare_all(parse_specs(jobs[0].settings["pretrained"], "bench settings")).items():
+        for key, path in prepare_all(parse_specs(planned[0].settings["pretrained"], "bench settings")).items():
             print_fn(f"mmzoo bench: pretrained file {{{key}}} = {path}")
     if shard is not None:
         k, n = shard
-        jobs = [job for i, job in enumerate(jobs) if i % n == k - 1]
+        planned = [job for i, job in enumerate(planned) if i % n == k - 1]
     existing = read_rows(out)
     finished = {row_key(r) for r in existing if r.get("status") == "ok" or not retry_failed}
-    todo = [job for job in jobs if job.key not in finished]
-    print_fn(f"mmzoo bench: {task}: {len(jobs)} job(s){' in shard %d/%d' % shard if shard else ''}, "
-             f"{len(jobs) - len(todo)} already done, {len(todo)} to run -> {out}")
+    todo = [job for job in planned if job.key not in finished]
+    print_fn(f"mmzoo bench: {task}: {len(planned)} job(s){' in shard %d/%d' % shard if shard else ''}, "
+             f"{len(planned) - len(todo)} already done, {len(todo)} to run"
+             f"{f', {jobs} at a time' if jobs > 1 and len(todo) > 1 else ''} -> {out}")
     git = git_sha()
-    written = []
+    written: list[dict[str, Any]] = []
     started = time.time()
-    for i, job in enumerate(todo, 1):
-        print_fn(f"  [{i}/{len(todo)}] running {job.name} seed={job.seed}{_eta(started, i - 1, len(todo))}")
+    lock = threading.Lock()  # one row written, one message printed at a time
+
+    def run_one(i: int, job: Job) -> None:
+        tag = f"  [{i}/{len(todo)}]"
+        with lock:
+            print_fn(f"{tag} running {job.name} seed={job.seed}{_eta(started, len(written), len(todo))}")
         row = run_job(job, env_extra={"MMZOO_GIT_SHA": git or ""},
-                      progress=lambda line: print_fn(f"        {line}"))
-        row.setdefault("env", {})["git_sha"] = git
-        fill_gain(row, existing + written)
-        append_row(out, row)
-        written.append(row)
-        if row["status"] == "ok":
-            gain = row.get("multimodal_gain")
-            extra = f" gain {gain:+.3f}" if gain is not None else ""
-            print_fn(f"  [{i}/{len(todo)}] ok     {job.name} seed={job.seed}: acc {row['accuracy']:.3f} "
-                     f"f1 {row['macro_f1']:.3f}{extra} ({row['wall_seconds']:.0f} s)")
-        else:
-            print_fn(f"  [{i}/{len(todo)}] FAILED {job.name} seed={job.seed}: {row.get('error', '')[:200]}")
+                      progress=lambda line: print_fn(f"{tag}   {line}"))
+        with lock:
+            row.setdefault("env", {})["git_sha"] = git
+            fill_gain(row, existing + written)
+            append_row(out, row)
+            written.append(row)
+            if row["status"] == "ok":
+                gain = row.get("multimodal_gain")
+                extra = f" gain {gain:+.3f}" if gain is not None else ""
+                print_fn(f"{tag} ok     {job.name} seed={job.seed}: acc {row['accuracy']:.3f} "
+                         f"f1 {row['macro_f1']:.3f}{extra} ({row['wall_seconds']:.0f} s)")
+            else:
+                print_fn(f"{tag} FAILED {job.name} seed={job.seed}: {row.get('error', '')[:200]}")
+
+    if jobs == 1 or len(todo) < 2:
+        for i, job in enumerate(todo, 1):
+            run_one(i, job)
+        return written
+    from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+
+    pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="mmzoo-bench")
+    futures = [pool.submit(run_one, i, job) for i, job in enumerate(todo, 1)]
+    try:
+        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        for future in done:
+            future.result()  # an error of the harness itself (a job's own failure is a row)
+    except BaseException:  # Ctrl-C, SIGTERM: stop launching, kill the workers now running
+        for future in futures:
+            future.cancel()
+        _kill_running()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
     return written

@@ -22,7 +22,7 @@
   checkpoints and shows progress.
 
 Modules: ``_config`` (FitConfig, FitResult), ``_fit`` (the loop),
-``_evaluate`` (evaluate, predict), ``_frozen`` (frozen encoders' outputs computed once), ``_loss`` (class weights), ``_optim`` (parameter groups, schedule),
+``_evaluate`` (evaluate, predict), ``_frozen`` (frozen encoders' outputs and processed inputs computed once), ``_loss`` (class weights), ``_optim`` (parameter groups, schedule),
 ``_amp`` (autocast, synchronize), ``_distributed``, ``command`` (``mmzoo train``).
 """
 
@@ -39,7 +39,7 @@ _EXPORTS = {
     "FitConfig": "mmzoo.train._config", "FitResult": "mmzoo.train._config",
     "setup_distributed": "mmzoo.train._distributed",
     "evaluate": "mmzoo.train._evaluate", "predict": "mmzoo.train._evaluate",
-    "logit_scores": "mmzoo.train._evaluate", "FrozenOutputs": "mmzoo.train._frozen",
+    "logit_scores": "mmzoo.train._evaluate", "PreparedInputs": "mmzoo.train._frozen",
     "fit": "mmzoo.train._fit", "fit_tokenizers": "mmzoo.train._fit",
     "class_weights": "mmzoo.train._loss",
     "param_groups": "mmzoo.train._optim",

@@ -50,35 +50,34 @@ def run(model, batches: Batches, device, *, precision: str = "fp32", channels_la
     return torch.cat(outputs), torch.cat(labels)
 
 
-def _batches(model, data, batch_size: int, drop, num_workers: int, cache: str, device, frozen=None) -> Batches:
-    batches = make_loader(unwrap(model), data, batch_size=batch_size, drop=drop, num_workers=num_workers,
-                          cache=cache, pin_memory=torch.device(device).type == "cuda")
-    if frozen is not None:
-        if frozen.batch_size != batch_size:
-            raise InputError(f"frozen= was computed in batches of {frozen.batch_size}, but these batches hold "
-                             f"{batch_size}: give FrozenOutputs the same batch_size")
-        frozen.serve(batches, data)
-    return batches
+def _batches(model, data, batch_size: int, drop, num_workers: int, cache: str, device, prepared=None) -> Batches:
+    if prepared is not None:
+        if prepared.batch_size != batch_size:
+            raise InputError(f"prepared= was computed in batches of {prepared.batch_size}, but these batches "
+                             f"hold {batch_size}: give PreparedInputs the same batch_size")
+        data = prepared.inputs_for(data)
+    return make_loader(unwrap(model), data, batch_size=batch_size, drop=drop, num_workers=num_workers,
+                       cache=cache, pin_memory=torch.device(device).type == "cuda")
 
 
 def predict(model, data, *, batch_size: int = 256, device=None, drop: Sequence[str] = (),
             precision: str = "fp32", channels_last: bool = False, num_workers: int = 0,
-            cache: str = "auto", frozen=None) -> Tensor:
+            cache: str = "auto", prepared=None) -> Tensor:
     """Logits for every sample (eval mode, no grad); ``drop`` omits inputs;
-    ``frozen``: a :class:`~mmzoo.train.FrozenOutputs` whose rows serve the inputs
-    ``data`` shares with its split."""
+    ``prepared``: a :class:`~mmzoo.train.PreparedInputs` that serves the inputs
+    ``data`` shares with its split (the same logits, less work)."""
     device = torch.device(device) if device is not None else unwrap(model)._device()
-    batches = _batches(model, data, batch_size, drop, num_workers, cache, device, frozen)
+    batches = _batches(model, data, batch_size, drop, num_workers, cache, device, prepared)
     return run(model, batches, device, precision=precision, channels_last=channels_last)[0]
 
 
 def evaluate(model, data, *, batch_size: int = 256, device=None, drop: Sequence[str] = (),
              precision: str = "fp32", channels_last: bool = False, num_workers: int = 0,
-             cache: str = "auto", frozen=None) -> dict[str, float]:
+             cache: str = "auto", prepared=None) -> dict[str, float]:
     """``{"accuracy", "macro_f1", "loss"}`` on ``data``; ``drop=("text",)``
-    scores the model with that input missing (omitted); ``frozen`` as in :func:`predict`."""
+    scores the model with that input missing (omitted); ``prepared`` as in :func:`predict`."""
     device = torch.device(device) if device is not None else unwrap(model)._device()
-    batches = _batches(model, data, batch_size, drop, num_workers, cache, device, frozen)
+    batches = _batches(model, data, batch_size, drop, num_workers, cache, device, prepared)
     return evaluate_batches(model, batches, device, precision=precision, channels_last=channels_last)
 
 

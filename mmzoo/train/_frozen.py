@@ -8,11 +8,12 @@ split, serves its rows as that input for the rest of ``fit`` and puts the
 model back as it was: no parameter, buffer or config changes, so what
 ``save_pretrained`` writes during or after the run is the same model.
 
-:class:`FrozenOutputs` does the same for scoring one split many times with
-some inputs changed (corruption curves, a missing input): the frozen
-encoders run once over the split's inputs, and a later ``predict`` or
-``evaluate`` given ``frozen=`` reuses those rows for every input that is the
-very same object as in that split.
+:class:`PreparedInputs` does the same, and more, for scoring one split many
+times with some inputs changed (corruption curves, shuffled pairs, a missing
+input): on entry every input of the split is processed into tensors and the
+frozen encoders run over it once, and a later ``predict`` or ``evaluate``
+given ``prepared=`` takes every input that is the very same object as in that
+split from there.
 
 The cache holds the pooled features, plus the tokens when the fusion reads
 them (checked on a batch: the fusion's output with the tokens replaced must
@@ -23,6 +24,7 @@ would exceed :data:`FROZEN_CACHE_BYTES`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -33,7 +35,7 @@ from torch import Tensor
 from mmzoo.components import EncoderOutput
 from mmzoo.train._amp import autocast
 
-__all__ = ["frozen_output_cache", "FrozenOutputs", "FROZEN_CACHE_BYTES", "CACHED"]
+__all__ = ["frozen_output_cache", "PreparedInputs", "FROZEN_CACHE_BYTES", "CACHED"]
 
 logger = logging.getLogger("mmzoo.train")
 
@@ -158,17 +160,19 @@ def _table(model, slot: str, batches, device, *, batch_size: int, precision: str
     return {k: v.cpu() for k, v in _join([first, *rows], tokens).items()}
 
 
-class FrozenOutputs(contextlib.AbstractContextManager):
-    """Within the block, the outputs of ``model``'s frozen encoders on
-    ``data``'s inputs (a :class:`~mmzoo.tasks.Split` or
-    :class:`mmzoo.data.Encoded`), computed once on entry.
+class PreparedInputs(contextlib.AbstractContextManager):
+    """Within the block, ``data``'s inputs (a :class:`~mmzoo.tasks.Split` or
+    :class:`mmzoo.data.Encoded`) prepared once for ``model`` on entry: each
+    processed into tensors (when the split fits the in-memory cache,
+    :data:`mmzoo.data.MEMORY_CACHE_BYTES`) and, for a frozen encoder, run
+    through that encoder.
 
-    ``serve(batches, data)`` hands them to batches built from another split
-    for each input that is the same object (``is``) as in ``data``: a split
-    with one input corrupted or dropped shares the others, so only the
-    changed input's encoder runs again. ``batch_size`` must be the one the
-    later batches use, so that every encoder output is computed on the
-    same batch as without the cache."""
+    ``predict`` / ``evaluate(..., prepared=...)`` take from here every input
+    that is the same object (``is``) as in ``data``: a split with one input
+    corrupted, shuffled or dropped shares the others, so only the changed
+    input is processed and encoded again. The predictions are the same as
+    without it. ``batch_size`` must be the one the later batches use, so that
+    every encoder output is computed on the same batch as without it."""
 
     def __init__(self, model, data, *, batch_size: int = 256, device=None, precision: str = "fp32"):
         from mmzoo.train._evaluate import unwrap
@@ -178,41 +182,50 @@ class FrozenOutputs(contextlib.AbstractContextManager):
         self.batch_size = batch_size
         self.device = torch.device(device) if device is not None else self.model._device()
         self.precision = precision
+        #: frozen encoders' outputs per input; processed tensors per input
         self.tables: dict[str, dict[str, Tensor]] = {}
+        self.tensors: dict[str, Any] = {}
         self._stack = contextlib.ExitStack()
 
-    def __enter__(self) -> "FrozenOutputs":
+    def __enter__(self) -> "PreparedInputs":
         from mmzoo.data import make_loader
 
-        slots = [slot for slot, encoder in self.model.encoders.items() if getattr(encoder, "frozen", False)]
-        inputs = getattr(self.data, "inputs", None)
-        if not slots or inputs is None:
+        if getattr(self.data, "inputs", None) is None:
             return self
         batches = make_loader(self.model, self.data, batch_size=self.batch_size)
+        if batches.encoded is not None:
+            self.tensors = dict(batches.encoded.inputs)
         total = 0
-        for slot in (s for s in slots if s in inputs and s in batches.fixed_inputs()):
+        for slot, encoder in self.model.encoders.items():
+            if not getattr(encoder, "frozen", False) or slot not in batches.fixed_inputs():
+                continue
             table = _table(self.model, slot, batches, self.device, batch_size=self.batch_size,
                            precision=self.precision, bound=FROZEN_CACHE_BYTES - total)
             if table is None:
                 continue
             total += _nbytes(table)
             self.tables[slot] = table
-            self._stack.enter_context(_serving(self.model.encoders[slot]))
+            self._stack.enter_context(_serving(encoder))
         return self
 
     def __exit__(self, *exc) -> None:
-        self.tables = {}
+        self.tables, self.tensors = {}, {}
         self._stack.close()
 
-    def serve(self, batches, data) -> list[str]:
-        """Replace, in ``batches`` (built from ``data``), every input shared with
-        the split given on entry by its cached rows; return those inputs."""
-        inputs = getattr(data, "inputs", {})
-        served = [slot for slot, table in self.tables.items()
-                  if inputs.get(slot) is self.data.inputs[slot] and slot in batches.fixed_inputs()]
-        for slot in served:
-            batches.replace_input(slot, self.tables[slot])
-        return served
+    def shared(self, data) -> list[str]:
+        """The inputs of ``data`` that are the very objects of the split given on entry."""
+        inputs, own = getattr(data, "inputs", None) or {}, self.data.inputs
+        return [slot for slot, values in inputs.items() if slot in own and values is own[slot]
+                and (slot in self.tables or slot in self.tensors)]
+
+    def inputs_for(self, data):
+        """``data`` with every shared input replaced by its prepared form (a
+        frozen encoder's outputs, or else its processed tensors)."""
+        shared = self.shared(data)
+        if not shared:
+            return data
+        inputs = {**data.inputs, **{slot: self.tables.get(slot, self.tensors.get(slot)) for slot in shared}}
+        return dataclasses.replace(data, inputs=inputs)
 
 
 @contextlib.contextmanager
