@@ -436,3 +436,47 @@ def test_write_results_writes_json_lines_and_the_table_beside_them(tmp_path):
     write_results(out, [{"a": 1}, {"a": 2.5}], "| a |")
     assert [json.loads(line) for line in out.read_text().splitlines()] == [{"a": 1}, {"a": 2.5}]
     assert (tmp_path / "new" / "probe.md").read_text() == "| a |\n"
+
+
+@pytest.mark.slow
+def test_a_parallel_sweep_stopped_by_sigterm_kills_its_workers_and_records_no_row(tmp_path):
+    import os
+    import signal
+    import sys
+
+    out, marker = tmp_path / "r.jsonl", f"mmzoo-sigterm-test-{os.getpid()}-{time.time_ns()}"
+
+    def workers() -> list[int]:
+        found = []
+        for environ in Path("/proc").glob("[0-9]*/environ"):
+            try:
+                if marker.encode() in environ.read_bytes():
+                    found.append(int(environ.parent.name))
+            except OSError:  # gone, or not ours to read
+                pass
+        return found
+
+    # 5000 epochs: the jobs would run for many minutes, so only killing them ends the sweep soon
+    command = [sys.executable, "-c", "import sys; from mmzoo.cli import main; sys.exit(main())", "bench",
+               f"{IMAGE}+{TEXT}/concat", f"{IMAGE}+{TEXT}/late", "--task", "digits-pair", "--no-baselines",
+               "--jobs", "2", "--threads", "1", "--epochs", "5000", "--out", str(out)]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "MMZOO_TEST_MARKER": marker})
+    lines: list[str] = []
+    try:
+        for line in proc.stdout:  # both workers are training once each has reported an epoch
+            lines.append(line)
+            if {"[1/2]", "[2/2]"} <= {m.split()[0] for m in lines if re.match(r"  \[\d/2\]   epoch", m)}:
+                break
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) != 0
+        lines += proc.stdout.readlines()
+        deadline = time.time() + 10  # a killed process may take a moment to be reaped
+        while workers() and time.time() < deadline:
+            time.sleep(0.2)
+        assert workers() == [], "".join(lines)
+        assert read_rows(out) == []  # killed jobs leave no row: a rerun runs them
+    finally:
+        proc.kill()
+        for pid in workers():
+            os.kill(pid, signal.SIGKILL)

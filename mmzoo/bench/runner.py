@@ -386,14 +386,19 @@ def run_sweep(names: Sequence[str], task: str, settings: Mapping[str, Any], out:
     written: list[dict[str, Any]] = []
     started = time.time()
     lock = threading.Lock()  # one row written, one message printed at a time
+    stopping = threading.Event()  # interrupted: jobs killed now leave no row (a rerun runs them)
 
     def run_one(i: int, job: Job) -> None:
         tag = f"  [{i}/{len(todo)}]"
         with lock:
+            if stopping.is_set():
+                return
             print_fn(f"{tag} running {job.name} seed={job.seed}{_eta(started, len(written), len(todo))}")
         row = run_job(job, env_extra={"MMZOO_GIT_SHA": git or ""},
                       progress=lambda line: print_fn(f"{tag}   {line}"))
         with lock:
+            if stopping.is_set():
+                return
             row.setdefault("env", {})["git_sha"] = git
             fill_gain(row, existing + written)
             append_row(out, row)
@@ -419,9 +424,13 @@ def run_sweep(names: Sequence[str], task: str, settings: Mapping[str, Any], out:
         for future in done:
             future.result()  # an error of the harness itself (a job's own failure is a row)
     except BaseException:  # Ctrl-C, SIGTERM: stop launching, kill the workers now running
+        with lock:
+            stopping.set()
         for future in futures:
             future.cancel()
-        _kill_running()
+        while not all(future.done() for future in futures):  # a job may be starting its worker just now
+            _kill_running()
+            wait(futures, timeout=0.1)
         raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
