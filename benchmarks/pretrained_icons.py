@@ -56,7 +56,7 @@ def variants(weights: Path) -> dict[str, tuple[str, dict]]:
     return {
         "fine-tuned": (f"efficientnet_lite0(pretrained={path})/concat", {"lr_mult": {"encoders.image": 0.1}}),
         "frozen (probe)": (f"efficientnet_lite0(pretrained={path},freeze=True)/concat", {}),
-        "frozen (probe), cache off": (f"efficientnet_lite0(pretrained={path},freeze=True)/concat", {"cache": False}),
+        "frozen (probe), cache off": (f"efficientnet_lite0(pretrained={path},freeze=True)/concat", {"frozen_cache": False}),
         "scratch": ("efficientnet_lite0/concat", {}),
     }
 
@@ -67,21 +67,12 @@ def run(variant: str, name: str, extra: dict, splits, task, args) -> dict:
     import mmzoo
     from mmzoo.train import evaluate, fit
 
-    from mmzoo.train import _frozen
-
-    extra = dict(extra)
-    bound = _frozen.FROZEN_CACHE_BYTES
-    if not extra.pop("cache", True):  # the baseline of the frozen cache: outputs recomputed every epoch
-        _frozen.FROZEN_CACHE_BYTES = 0
     torch.manual_seed(args.seed)
     model = mmzoo.create(name, num_classes=task.num_classes, labels=list(task.labels))
     start = time.perf_counter()
-    try:
-        result = fit(model, splits["train"], splits["val"], epochs=args.epochs, budget_seconds=args.budget,
-                     batch_size=args.batch_size, lr=args.lr, seed=args.seed, augment=False, patience=None,
-                     progress=False, **extra)
-    finally:
-        _frozen.FROZEN_CACHE_BYTES = bound
+    result = fit(model, splits["train"], splits["val"], epochs=args.epochs, budget_seconds=args.budget,
+                 batch_size=args.batch_size, lr=args.lr, seed=args.seed, augment=False, patience=None,
+                 progress=False, **extra)
     wall = time.perf_counter() - start
     test = evaluate(model, splits["test"])
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)

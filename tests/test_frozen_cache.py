@@ -56,6 +56,11 @@ def test_cached_run_matches_the_uncached_one_and_runs_the_encoder_once_per_sampl
     plain_model, plain, seen_plain, logits_plain = _run(name, 0, monkeypatch)
     assert "frozen_cache" not in plain.data
     assert sum(seen_plain) >= 3 * 20 + 3 * 8  # without the cache: every epoch, train and val
+    # turned off by the setting, with room to spare: the same as no room, without the one batch
+    # (all 20 training samples) that the size estimate ran before giving up
+    _, off, seen_off, logits_off = _run(name, 2**30, monkeypatch, frozen_cache=False)
+    assert "frozen_cache" not in off.data and seen_off == seen_plain[1:] and seen_plain[0] == 20
+    torch.testing.assert_close(logits_off, logits_plain)
     losses = [r["train_loss"] for r in cached.history]
     assert losses == pytest.approx([r["train_loss"] for r in plain.history], rel=1e-5, abs=1e-6)
     assert [r["val_accuracy"] for r in cached.history] == [r["val_accuracy"] for r in plain.history]

@@ -39,7 +39,9 @@ class FitConfig:
     (auto/memory/none), ``augment`` (None: images are augmented whenever they
     are loaded per sample), ``augment_options`` (keywords of
     ``timm.data.create_transform``), ``word_dropout``, ``shuffle``,
-    ``eval_batch_size``.
+    ``eval_batch_size``, ``frozen_cache`` (True: a frozen encoder whose
+    input is fixed runs once over train and val instead of every epoch,
+    :mod:`mmzoo.train._frozen`; False: every epoch, the cache's baseline).
 
     Model: ``modality_dropout`` (None: the model's own; applied during
     fit only), ``compile``, ``channels_last``, ``find_unused_parameters``
@@ -68,6 +70,7 @@ class FitConfig:
     word_dropout: float = 0.0
     shuffle: bool = True
     eval_batch_size: int = 256
+    frozen_cache: bool = True
     modality_dropout: float | None = None
     compile: bool = False
     channels_last: bool = False

@@ -155,7 +155,7 @@ def fit(model, train, val=None, config: FitConfig | None = None, **overrides: An
     try:
         with _modality_dropout(model, cfg.modality_dropout), \
                 frozen_output_cache(model, [train_batches, val_batches], device, batch_size=cfg.eval_batch_size,
-                                    precision=cfg.precision, enabled=not cfg.compile) as cached:
+                                    precision=cfg.precision, enabled=cfg.frozen_cache and not cfg.compile) as cached:
             if cached:
                 result.data["frozen_cache"] = cached  # inputs whose frozen encoder ran once
             for epoch in range(cfg.epochs):
