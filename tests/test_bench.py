@@ -76,6 +76,27 @@ def test_jobs_must_be_a_whole_number_of_at_least_one(tmp_path):
     assert not (tmp_path / "r.jsonl").exists()
 
 
+def test_a_suite_runs_its_tasks_in_one_pool_of_jobs(tmp_path, capsys):
+    # one job per task: with two at a time the second task's job starts before the first task's ends
+    settings = {k: v for k, v in SETTINGS.items() if k not in ("task_kwargs", "robustness", "robustness_levels")}
+    suite = tmp_path / "suite.toml"
+    suite.write_text("[settings]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in settings.items())
+                     + "robustness = false\nbaselines = false\ntask_kwargs = { limit = 100 }\n"
+                     + "".join(f'[[runs]]\ntask = "{task}"\nnames = ["{IMAGE}+{TEXT}/concat"]\n'
+                               for task in ("digits-pair", "digits-sum")))
+    out = tmp_path / "r.jsonl"
+    assert main(["bench", "--suite", str(suite), "--out", str(out), "--jobs", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "mmzoo bench: 2 job(s) to run, 2 at a time" in lines
+    events = [found.groups() for found in (re.match(r"  \[(\d)/2\] (running|ok) ", m) for m in lines) if found]
+    assert [e[1] for e in events[:2]] == ["running", "running"] and sorted(e[0] for e in events[:2]) == ["1", "2"]
+    assert sorted(r["task"] for r in read_rows(out) if r["status"] == "ok") == ["digits-pair", "digits-sum"]
+    # a bad --jobs is refused before anything is planned or written
+    assert main(["bench", "--suite", str(suite), "--out", str(tmp_path / "none.jsonl"), "--jobs", "0"]) == 2
+    assert "jobs must be a whole number >= 1" in capsys.readouterr().err
+    assert not (tmp_path / "none.jsonl").exists()
+
+
 def test_jsonl_appends_are_whole_lines_and_torn_lines_are_skipped(tmp_path):
     path = tmp_path / "r.jsonl"
     threads = [threading.Thread(target=lambda i=i: [append_row(path, {"i": i, "j": j, "pad": "x" * 5000})
@@ -160,7 +181,8 @@ def test_cpu_sweep_rows_failures_resume_and_leaderboard(tmp_path):
     # two jobs at a time: the same rows (each job is seeded, one thread), written as they finish
     parallel_out, parallel_messages = tmp_path / "parallel.jsonl", []
     parallel = run_sweep(names, "digits-pair", SETTINGS, parallel_out, jobs=2, print_fn=parallel_messages.append)
-    assert "5 to run, 2 at a time" in parallel_messages[0]
+    assert "0 already done, 5 to run" in parallel_messages[0]
+    assert parallel_messages[1] == "mmzoo bench: 5 job(s) to run, 2 at a time"
     by_key = {results.row_key(r): r for r in rows}
     assert sorted(map(results.row_key, parallel)) == sorted(by_key) and len(read_rows(parallel_out)) == 5
     for row in parallel:

@@ -32,8 +32,9 @@ def bench(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from mmzoo.bench.runner import load_suite, parse_shard, run_sweep
+    from mmzoo.bench.runner import check_jobs, load_suite, parse_shard, pending_jobs, run_jobs
 
+    check_jobs(args.jobs)
     shard = parse_shard(args.shard)
     overrides = {k: getattr(args, k) for k in BENCH_FLAGS if getattr(args, k, None) not in (None, False)}
     if args.no_baselines:
@@ -58,11 +59,16 @@ def _bench(args: argparse.Namespace) -> int:
             raise InputError("mmzoo bench needs model names and --task T (or --suite FILE)")
         runs.append((args.names, args.task, overrides))
         out = args.out or "results.jsonl"
-    failed = 0
-    for names, task, settings in runs:
-        rows = run_sweep(names, task, settings, out, shard=shard, retry_failed=args.retry_failed,
-                         jobs=args.jobs, print_fn=lambda msg: print(msg, flush=True))
-        failed += sum(r["status"] != "ok" for r in rows)
+
+    def say(message: str) -> None:
+        print(message, flush=True)
+
+    # one pool for the whole suite: a task's last jobs run beside the next task's first ones
+    todo = [job for names, task, settings in runs
+            for job in pending_jobs(names, task, settings, out, shard=shard, retry_failed=args.retry_failed,
+                                    print_fn=say)]
+    rows = run_jobs(todo, out, jobs=args.jobs, print_fn=say)
+    failed = sum(r["status"] != "ok" for r in rows)
     print(f"results: {out}" + (f" ({failed} failed row(s))" if failed else ""))
     if args.leaderboard:
         return _render(out, Path(args.leaderboard) / "leaderboard.md", Path(args.leaderboard) / "leaderboard.html",

@@ -23,8 +23,8 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 from mmzoo.bench.results import append_row, check_publishable, fill_gain, git_sha, read_rows, row_key
 from mmzoo.errors import InputError
 
-__all__ = ["DEFAULTS", "Job", "expand_names", "single_input_names", "plan", "run_sweep", "load_suite",
-           "parse_shard", "config_id"]
+__all__ = ["DEFAULTS", "Job", "expand_names", "single_input_names", "plan", "pending_jobs", "run_jobs",
+           "check_jobs", "run_sweep", "load_suite", "parse_shard", "config_id"]
 
 #: settings of a job and their defaults; the ones in CONFIG_KEYS identify a
 #: configuration (rows with the same name, task, seed and config_id are the same run)
@@ -356,19 +356,16 @@ def _eta(started: float, done: int, total: int) -> str:
     return f" (sweep ETA {left // 60} min {left % 60:02d} s)" if left >= 60 else f" (sweep ETA {left} s)"
 
 
-def run_sweep(names: Sequence[str], task: str, settings: Mapping[str, Any], out: str | Path, *,
-              shard: tuple[int, int] | None = None, retry_failed: bool = False, jobs: int = 1,
-              print_fn: Callable[[str], None] = print) -> list[dict[str, Any]]:
-    """Run every job not already in ``out`` (ok rows, and failed rows unless
-    ``retry_failed``), ``jobs`` of them at a time, each in its own process;
-    returns the rows written by this call, in the order they finished.
-    Writing into the repository's ``benchmarks/results/`` needs a clean tree
-    (:func:`~mmzoo.bench.results.check_publishable`)."""
-    if not isinstance(jobs, int) or jobs < 1:
-        raise InputError(f"jobs must be a whole number >= 1 (combinations run at once), got {jobs!r}")
+def pending_jobs(names: Sequence[str], task: str, settings: Mapping[str, Any], out: str | Path, *,
+                 shard: tuple[int, int] | None = None, retry_failed: bool = False,
+                 print_fn: Callable[[str], None] = print) -> list[Job]:
+    """The jobs of one sweep (``names`` on ``task``, the baselines added) that
+    ``out`` does not hold yet: neither an ok row nor, unless ``retry_failed``,
+    a failed one; only shard ``shard`` = (k, n) of them when given. Pretrained
+    files the settings declare are made (or checked) here, before any job."""
     check_publishable(out)
     planned = plan(names, task, settings)
-    if planned and planned[0].settings.get("pretrained"):  # made (or checked) once here, before any job
+    if planned and planned[0].settings.get("pretrained"):
         from mmzoo.converted import parse_specs, prepare_all
 
         for key, path in prepare_all(parse_specs(planned[0].settings["pretrained"], "bench settings")).items():
@@ -376,12 +373,43 @@ def run_sweep(names: Sequence[str], task: str, settings: Mapping[str, Any], out:
     if shard is not None:
         k, n = shard
         planned = [job for i, job in enumerate(planned) if i % n == k - 1]
-    existing = read_rows(out)
-    finished = {row_key(r) for r in existing if r.get("status") == "ok" or not retry_failed}
+    finished = {row_key(r) for r in read_rows(out) if r.get("status") == "ok" or not retry_failed}
     todo = [job for job in planned if job.key not in finished]
     print_fn(f"mmzoo bench: {task}: {len(planned)} job(s){' in shard %d/%d' % shard if shard else ''}, "
-             f"{len(planned) - len(todo)} already done, {len(todo)} to run"
-             f"{f', {jobs} at a time' if jobs > 1 and len(todo) > 1 else ''} -> {out}")
+             f"{len(planned) - len(todo)} already done, {len(todo)} to run -> {out}")
+    return todo
+
+
+def run_sweep(names: Sequence[str], task: str, settings: Mapping[str, Any], out: str | Path, *,
+              shard: tuple[int, int] | None = None, retry_failed: bool = False, jobs: int = 1,
+              print_fn: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """Run every job of one sweep not already in ``out`` (:func:`pending_jobs`),
+    ``jobs`` of them at a time (:func:`run_jobs`); returns the rows written by
+    this call, in the order they finished."""
+    check_jobs(jobs)
+    todo = pending_jobs(names, task, settings, out, shard=shard, retry_failed=retry_failed, print_fn=print_fn)
+    return run_jobs(todo, out, jobs=jobs, print_fn=print_fn)
+
+
+def check_jobs(jobs: Any) -> None:
+    """An :class:`~mmzoo.errors.InputError` unless ``jobs`` is a whole number >= 1."""
+    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
+        raise InputError(f"jobs must be a whole number >= 1 (combinations run at once), got {jobs!r}")
+
+
+def run_jobs(todo: Sequence[Job], out: str | Path, *, jobs: int = 1,
+             print_fn: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """Run ``todo`` (jobs of any tasks, e.g. every sweep of a suite), ``jobs``
+    at a time, each in its own process, appending each row to ``out`` as it
+    finishes; returns those rows in that order. On an interrupt no job starts
+    and the running workers are killed; killed jobs leave no row (a rerun runs
+    them). Writing into the repository's ``benchmarks/results/`` needs a clean
+    tree (:func:`~mmzoo.bench.results.check_publishable`)."""
+    check_jobs(jobs)
+    check_publishable(out)
+    if jobs > 1 and len(todo) > 1:
+        print_fn(f"mmzoo bench: {len(todo)} job(s) to run, {min(jobs, len(todo))} at a time")
+    existing = read_rows(out)
     git = git_sha()
     written: list[dict[str, Any]] = []
     started = time.time()

@@ -154,7 +154,8 @@ def _table(model, slot: str, batches, device, *, batch_size: int, precision: str
     estimate = _nbytes(first, tokens) / len(first["frozen_pooled"]) * samples
     if estimate > bound:
         logger.info("not caching the frozen %s encoder's outputs: %d samples would take ~%.1f MB, "
-                    "over the %.0f MB bound; computing them every time", encoder.modality or slot, samples, estimate / 1e6, max(bound, 0) / 1e6)
+                    "over the %.0f MB bound; computing them every time",
+                    encoder.modality or slot, samples, estimate / 1e6, max(bound, 0) / 1e6)
         return None
     return {k: v.cpu() for k, v in _join([first, *rows], tokens).items()}
 
