@@ -226,7 +226,8 @@ def _write_table(path, n=40):
 
 def test_csv_task_with_several_texts_and_table_columns(tmp_path):
     _write_table(tmp_path / "t.csv")
-    task = mmzoo.get_task("csv", data=tmp_path / "t.csv", image_column="", text_columns="title,body",
+    # as the issue writes it: no image_column (the file has no `image` column, so no image input)
+    task = mmzoo.get_task("csv", data=tmp_path / "t.csv", text_columns="title,body",
                           numeric_columns=["age", "votes"], categorical_columns=["dept", "size"])
     assert task.inputs == ("text", "tabular") and task.labels == ["bad", "good"]
     splits = task.splits()
@@ -265,6 +266,17 @@ def test_csv_task_separate_texts_and_detected_columns(tmp_path, capsys):
     assert detected.inputs == ("text", "tabular")
     said = capsys.readouterr().err
     assert "detected columns" in said and "numeric ['age', 'votes']" in said and "categorical ['dept', 'size']" in said
+
+
+def test_csv_task_default_columns_are_used_when_present_and_named_ones_must_exist(tmp_path):
+    _write_table(tmp_path / "t.csv")
+    with pytest.raises(InputError, match=r"has no column\(s\) \['image'\]"):    # named: must exist
+        mmzoo.get_task("csv", data=tmp_path / "t.csv", image_column="image", text_columns="title")
+    with pytest.raises(InputError, match=r"needs at least one input column: .*t.csv has no 'image' or 'text' "
+                                         r"column \(it has \['age', 'body'"):
+        mmzoo.get_task("csv", data=tmp_path / "t.csv")
+    (tmp_path / "u.csv").write_text("text,label,extra\nred car,a,1\nblue bus,b,2\n" * 3)
+    assert mmzoo.get_task("csv", data=tmp_path / "u.csv").inputs == ("text",)   # the default `text` column
 
 
 def test_csv_task_numeric_column_with_text_is_an_error(tmp_path):

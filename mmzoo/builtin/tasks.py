@@ -127,6 +127,13 @@ class DigitsPair(Task):
                             list(range(len(labels))), self.seed)
 
 
+def _named_or_default(column: str | None, default: str, header: Sequence[str]) -> str | None:
+    """The column asked for (``""``: none); when not asked, ``default`` if the file has it."""
+    if column is None:
+        return default if default in header else None
+    return column or None
+
+
 class CsvTask(Task):
     """Your own data: a CSV or JSONL file with images, texts, table columns and labels.
 
@@ -134,16 +141,18 @@ class CsvTask(Task):
     line; ``.gz``/``.xz`` compressed too). Image paths are relative to the
     file's folder. Inputs:
 
-    - ``image_column`` (default ``image``; ``""`` for none);
+    - ``image_column`` (default: ``image`` when the file has that column;
+      ``""`` for none; a column named here must exist);
     - texts: ``text_columns`` (a list or comma string; default the one
-      ``text_column``, ``text``) are joined with ``text_separator`` into one
-      ``text`` input, or kept as inputs ``text``, ``text_2``, ... with
-      ``separate_texts=True``. An empty text is a missing input for that sample;
+      ``text_column``, itself by default ``text`` when the file has that
+      column) are joined with ``text_separator`` into one ``text`` input, or
+      kept as inputs ``text``, ``text_2``, ... with ``separate_texts=True``.
+      An empty text is a missing input for that sample;
     - ``numeric_columns`` and ``categorical_columns`` form one ``tabular``
       input (one dict per row; an empty cell is a missing cell);
     - ``detect_columns=True`` assigns every other column (except label and
       group) to text, numeric or categorical from its values and prints what
-      it chose; an absent default ``image``/``text`` column is then no input.
+      it chose.
 
     ``group_column`` keeps rows of one group on the same side of the seeded
     split. ``labels`` (a list or a comma-separated string) fixes the class
@@ -151,8 +160,8 @@ class CsvTask(Task):
     the sorted distinct labels. Classification only (no regression targets).
     """
 
-    def __init__(self, data: str | Path | None = None, seed: int = 0, *, image_column: str = "image",
-                 text_column: str = "text", label_column: str = "label", group_column: str | None = None,
+    def __init__(self, data: str | Path | None = None, seed: int = 0, *, image_column: str | None = None,
+                 text_column: str | None = None, label_column: str = "label", group_column: str | None = None,
                  labels: Sequence[str] | str | None = None,
                  fractions: Sequence[float] = (0.6, 0.2, 0.2), check_images: bool = True,
                  text_columns: Sequence[str] | str | None = None, numeric_columns: Sequence[str] | str = (),
@@ -173,16 +182,20 @@ class CsvTask(Task):
         self._fixed_labels = list(labels) if labels is not None else None
         super().__init__(name=name, description=f"user data from {self.path}", inputs=(), labels=[], seed=seed)
         rows, header = self._read_rows()
-        self.image_column = image_column or None
-        self.text_columns = _column_list(text_columns) if text_columns is not None else \
-            ([text_column] if text_column else [])
+        self.image_column = _named_or_default(image_column, "image", header)
+        if text_columns is not None:
+            self.text_columns = _column_list(text_columns)
+        else:
+            text = _named_or_default(text_column, "text", header)
+            self.text_columns = [text] if text else []
         self.numeric_columns = _column_list(numeric_columns)
         self.categorical_columns = _column_list(categorical_columns)
         if detect_columns:
-            self._detect(rows, header, image_default=image_column == "image", text_default=text_columns is None)
+            self._detect(rows, header)
         if not (self.image_column or self.text_columns or self.numeric_columns or self.categorical_columns):
-            raise InputError(f"task {name!r} needs at least one input column (image_column, text_columns, "
-                             "numeric_columns, categorical_columns or detect_columns=True)")
+            raise InputError(f"task {name!r} needs at least one input column: {self.path} has no 'image' or "
+                             f"'text' column (it has {sorted(header)}); set image_column, text_columns, "
+                             "numeric_columns, categorical_columns or detect_columns=True")
         texts = ([f"text_{i + 1}" if i else "text" for i in range(len(self.text_columns))]
                  if separate_texts else ["text"] * bool(self.text_columns))
         self.inputs = tuple([*(["image"] if self.image_column else []), *texts,
@@ -196,13 +209,8 @@ class CsvTask(Task):
         """Rows as dicts of strings with their first file line, and the column names."""
         return read_table(self.path, f"task {self.name!r}")
 
-    def _detect(self, rows: list[dict[str, str]], header: list[str], *, image_default: bool,
-                text_default: bool) -> None:
+    def _detect(self, rows: list[dict[str, str]], header: list[str]) -> None:
         """Assign the unassigned columns to text / numeric / categorical and say so."""
-        if image_default and self.image_column not in header:
-            self.image_column = None
-        if text_default:
-            self.text_columns = [c for c in self.text_columns if c in header]
         taken = {self.label_column, self.group_column, self.image_column, *self.text_columns,
                  *self.numeric_columns, *self.categorical_columns}
         chosen: dict[str, list[str]] = {"text": [], "numeric": [], "categorical": []}
