@@ -195,6 +195,18 @@ class InputProcessor:
     def load(self, directory: Path) -> None:
         """Restore state written by :meth:`save` (called on a freshly built processor)."""
 
+    def source_columns(self) -> list[str] | None:
+        """The columns of a data file (CSV, JSONL) this input is gathered from
+        when the file has no column named after the input (a table's fitted
+        columns); None: the input is one column, named after it."""
+        return None
+
+    def example(self, batch: int) -> Any | None:
+        """Raw values for ``batch`` samples to trace the encoder with (``mmzoo
+        export``); None: the exporter makes tensors of the processor's input
+        size (``data_config['input_size']`` or ``num_samples``)."""
+        return None
+
 
 class TextEncoder(Encoder):
     """Base for encoders of token ids.

@@ -34,7 +34,7 @@ from mmzoo.collate import Collate, seed_worker
 from mmzoo.errors import InputError, MMZooError
 
 __all__ = ["Encoded", "encode", "SplitDataset", "StreamingSplit", "Collate", "Batches", "make_loader",
-           "seed_worker", "MEMORY_CACHE_BYTES", "CACHES"]
+           "take_rows", "seed_worker", "MEMORY_CACHE_BYTES", "CACHES"]
 
 logger = logging.getLogger(__name__)
 
@@ -59,13 +59,14 @@ class Encoded:
 
     def batch(self, index: Tensor, device: torch.device | str | None = None,
               drop: Sequence[str] = (), channels_last: bool = False) -> dict[str, Any]:
-        return to_device({slot: _take(value, index) for slot, value in self.inputs.items() if slot not in drop},
+        return to_device({slot: take_rows(value, index) for slot, value in self.inputs.items() if slot not in drop},
                          device, channels_last)
 
 
-def _take(value: Any, index) -> Any:
+def take_rows(value: Any, index) -> Any:
+    """The rows ``index`` of a batch input: a tensor, or a mapping of tensors (token ids and mask)."""
     if isinstance(value, Mapping):
-        return {k: _take(v, index) for k, v in value.items()}
+        return {k: take_rows(v, index) for k, v in value.items()}
     return value[index]
 
 
@@ -126,7 +127,7 @@ class EncodedDataset(torch.utils.data.Dataset):
 
     def input_batches(self, slot: str, batch_size: int) -> Iterator[Any]:
         for start in range(0, len(self.data), batch_size):
-            yield _take(self.data.inputs[slot], slice(start, start + batch_size))
+            yield take_rows(self.data.inputs[slot], slice(start, start + batch_size))
 
     def replace_input(self, slot: str, table: Mapping[str, Tensor]) -> None:
         self.data = Encoded({**self.data.inputs, slot: dict(table)}, self.data.labels)
@@ -150,13 +151,13 @@ class SplitDataset(torch.utils.data.Dataset):
         return len(self.labels)
 
     def __getitem__(self, i: int) -> tuple[dict[str, Any], int]:
-        return ({slot: _sample(_take(values, i), self.processors[slot], self.transforms.get(slot), i)
+        return ({slot: _sample(take_rows(values, i), self.processors[slot], self.transforms.get(slot), i)
                  for slot, values in self.inputs.items()}, int(self.labels[i]))
 
     def input_batches(self, slot: str, batch_size: int) -> Iterator[Any]:
         collate = Collate({slot: self.processors[slot]})
         for start in range(0, len(self), batch_size):
-            samples = [({slot: _sample(_take(self.inputs[slot], i), self.processors[slot], None, i)}, 0)
+            samples = [({slot: _sample(take_rows(self.inputs[slot], i), self.processors[slot], None, i)}, 0)
                        for i in range(start, min(start + batch_size, len(self)))]
             yield collate(samples)[0][slot]
 

@@ -34,16 +34,21 @@ def _example_inputs(model, batch: int, length: int) -> dict[str, Any]:
             mask[0, length // 2:] = False  # padding, so the mask really is exercised
             ids[0, length // 2:] = encoder.pad_token_id
             inputs[slot] = {"input_ids": ids, "attention_mask": mask}
-        else:  # the size the processor makes: images (C, H, W), waveforms (samples,)
-            processor = model.processor[slot]
-            size = getattr(processor, "data_config", {}).get("input_size")
-            if size is None and getattr(processor, "num_samples", None):
-                size = (int(processor.num_samples),)
-            if size is None:
-                raise InputError(f"cannot export input {slot!r} ({type(encoder).__name__}): its processor "
-                                 "gives no input size (data_config['input_size'] or num_samples) to build "
-                                 "an example from")
-            inputs[slot] = torch.rand(batch, *size, generator=generator) * 2 - 1
+            continue
+        processor = model.processor[slot]
+        raw = processor.example(batch)
+        if raw is not None:  # the processor's own example (a table's rows)
+            inputs[slot] = processor(raw)
+            continue
+        # else the size the processor makes: images (C, H, W), waveforms (samples,)
+        size = getattr(processor, "data_config", {}).get("input_size")
+        if size is None and getattr(processor, "num_samples", None):
+            size = (int(processor.num_samples),)
+        if size is None:
+            raise InputError(f"cannot export input {slot!r} ({type(encoder).__name__}): its processor gives no "
+                             "example() and no input size (data_config['input_size'] or num_samples) to build "
+                             "an example from")
+        inputs[slot] = torch.rand(batch, *size, generator=generator) * 2 - 1
     return inputs
 
 
@@ -90,10 +95,10 @@ def _flatten(model, inputs: Mapping[str, Any]) -> tuple[list[str], list[Tensor],
     names, tensors, layout = [], [], []
     for slot in model.encoders:
         value = inputs[slot]
-        if isinstance(value, Mapping):
-            for key in ("input_ids", "attention_mask"):
+        if isinstance(value, Mapping):  # token ids and mask, a table's numeric / missing / categorical parts
+            for key, tensor in value.items():
                 names.append(f"{slot}_{key}")
-                tensors.append(value[key])
+                tensors.append(tensor)
                 layout.append((slot, key))
         else:
             names.append(slot)
@@ -118,10 +123,11 @@ def _offending_part(model, inputs: Mapping[str, Any], error: BaseException) -> t
                 self.encoder = encoder
 
             def forward(self, *x):
-                value = {"input_ids": x[0], "attention_mask": x[1]} if len(x) == 2 else x[0]
+                value = dict(zip(keys, x)) if keys else x[0]
                 return self.encoder(self.encoder.prepare_input(value, slot)[0]).pooled
 
-        args = tuple(inputs[slot].values()) if isinstance(inputs[slot], Mapping) else (inputs[slot],)
+        keys = list(inputs[slot]) if isinstance(inputs[slot], Mapping) else None
+        args = tuple(inputs[slot].values()) if keys else (inputs[slot],)
         try:
             with warnings.catch_warnings(), torch.no_grad():
                 warnings.simplefilter("ignore")
@@ -160,8 +166,8 @@ def export_onnx(model, path: str | Path, *, opset: int = 17, atol: float = 1e-4)
     flat = _Flat(model, layout).eval()  # a fresh module is in train mode, and the exporter restores it
     token_outputs = [f"tokens_{slot}" for slot in flat.token_slots]
     dynamic_axes = {name: {0: "batch"} for name in names}
-    for name, tensor in zip(names, tensors):
-        if tensor.dim() == 2 and not tensor.is_floating_point():
+    for name, (slot, key) in zip(names, layout):
+        if isinstance(model.encoders[slot], TextEncoder):  # a table's columns are fixed; a text's length is not
             dynamic_axes[name][1] = "sequence"
     dynamic_axes[output] = {0: "batch"}
     dynamic_axes.update({name: {0: "batch", 1: "tokens"} for name in token_outputs})

@@ -116,6 +116,38 @@ class MultimodalModel(nn.Module):
     def encode(self, *, present: Mapping[str, Any] | None = None, **inputs: Any
                ) -> tuple[dict[str, EncoderOutput], dict[str, Tensor]]:
         """Run the encoders; return per-input features and (B,) presence masks."""
+        prepared, masks, batch, device = self._prepare(present, inputs)
+        if self.training and self.modality_dropout > 0:
+            masks = _drop_inputs(masks, self.modality_dropout)
+        if device.type == "cpu" and not torch.compiler.is_compiling():
+            # on an accelerator this check would stall the pipeline (a host sync) and it
+            # would break a compiled graph: there a sample with no input gets the
+            # fusion's all-missing output instead
+            any_present = torch.stack(list(masks.values())).any(0)
+            if not bool(any_present.all()):
+                empty = (~any_present).nonzero().flatten().tolist()
+                raise InputError(
+                    f"sample(s) {empty[:10]} of the batch have no input present; every sample needs "
+                    f"at least one of {', '.join(self.inputs)} (check present= and empty texts)"
+                )
+        feats: dict[str, EncoderOutput] = {}
+        for slot, encoder in self.encoders.items():
+            if slot in prepared:
+                feats[slot] = encoder(prepared[slot])
+            else:
+                feats[slot] = _placeholder(encoder, batch, device)
+        return feats, masks
+
+    def presence(self, *, present: Mapping[str, Any] | None = None, **inputs: Any) -> dict[str, Tensor]:
+        """(B,) bool per input: the samples that carry it (given, not switched off
+        by ``present=``, with content: an empty text or a table row with every
+        cell blank is missing). Checks the inputs as :meth:`forward` does and
+        runs no encoder; a sample with no input at all is not an error here."""
+        return self._prepare(present, inputs)[1]
+
+    def _prepare(self, present: Mapping[str, Any] | None, inputs: Mapping[str, Any]
+                 ) -> tuple[dict[str, Any], dict[str, Tensor], int, torch.device]:
+        """The inputs checked and normalised by their encoders, the presence masks, batch size, device."""
         unknown = sorted(set(inputs) - set(self.encoders))
         if unknown:
             raise InputError(
@@ -138,14 +170,7 @@ class MultimodalModel(nn.Module):
             raise InputError(f"the batch is empty (0 samples in {', '.join(sizes)}); "
                              "pass at least one sample")
         device = self._device()
-        masks = self._presence(present, prepared, content, batch, device)
-        feats: dict[str, EncoderOutput] = {}
-        for slot, encoder in self.encoders.items():
-            if slot in prepared:
-                feats[slot] = encoder(prepared[slot])
-            else:
-                feats[slot] = _placeholder(encoder, batch, device)
-        return feats, masks
+        return prepared, self._presence(present, prepared, content, batch, device), batch, device
 
     def _device(self) -> torch.device:
         for parameter in self.parameters():
@@ -180,19 +205,6 @@ class MultimodalModel(nn.Module):
             if content.get(slot) is not None:
                 mask = mask & content[slot].to(device)
             masks[slot] = mask
-        if self.training and self.modality_dropout > 0:
-            masks = _drop_inputs(masks, self.modality_dropout)
-        if device.type == "cpu" and not torch.compiler.is_compiling():
-            # on an accelerator this check would stall the pipeline (a host sync) and it
-            # would break a compiled graph: there a sample with no input gets the
-            # fusion's all-missing output instead
-            any_present = torch.stack(list(masks.values())).any(0)
-            if not bool(any_present.all()):
-                empty = (~any_present).nonzero().flatten().tolist()
-                raise InputError(
-                    f"sample(s) {empty[:10]} of the batch have no input present; every sample needs "
-                    f"at least one of {', '.join(self.inputs)} (check present= and empty texts)"
-                )
         return masks
 
 

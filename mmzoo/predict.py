@@ -2,16 +2,20 @@
 ``model.predict(batch)``.
 
 A data file is a CSV or JSONL with one column per model input, named as in
-training (``image`` holds file paths, ``text`` strings, ...). An empty cell
-(or a JSON ``null``) means that input is missing for that row; a row with no
-input at all gets an empty prediction rather than stopping the run. Rows go
-through the model's own processor in batches, with a progress bar.
+training (``image`` holds file paths, ``text`` strings, ...); a table input
+is read from its own columns, the ones its processor was fitted on (``age``,
+``dept``, ...), unless the file has a column named after the input (JSONL
+objects). An empty cell (or a JSON ``null``) means that input (or that
+table cell) is missing for that row; a row with no input at all gets an
+empty prediction rather than stopping the run. Rows go through the model's
+own processor in batches, with a progress bar.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import logging
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -21,10 +25,12 @@ from torch import Tensor
 from mmzoo._rows import LINE, read_table
 from mmzoo.errors import InputError
 
-__all__ = ["load_model", "read_rows", "predict_batch", "predict_file", "embed_file",
+__all__ = ["load_model", "read_rows", "model_rows", "predict_batch", "predict_file", "embed_file",
            "predict_command", "embed_command"]
 
 ID_COLUMN = "id"
+
+logger = logging.getLogger(__name__)
 
 
 def load_model(source: str):
@@ -41,11 +47,32 @@ def read_rows(path: str | Path) -> list[dict[str, Any]]:
     return [{k: (v if v != "" else None) for k, v in row.items() if k != LINE} for row in rows]
 
 
-def _check_columns(model, rows: Sequence[Mapping[str, Any]], path: str) -> None:
+def model_rows(model, rows: Sequence[Mapping[str, Any]], path: str) -> list[dict[str, Any]]:
+    """The file's rows with the model's inputs as keys: an input's own column,
+    or the cells of the columns its processor reads (a table row as a dict of
+    its present cells; None when every cell is empty)."""
     columns = set().union(*(row.keys() for row in rows)) if rows else set()
-    if not columns & set(model.inputs):
-        raise InputError(f"{path} has columns {sorted(columns)} but the model takes "
-                         f"{list(model.inputs)}: name the columns as in training")
+    gathered = {}
+    for slot in model.inputs:
+        source = model.processor[slot].source_columns() if slot not in columns else None
+        if source and columns & set(source):
+            gathered[slot] = source
+    if not columns & set(model.inputs) and not gathered:
+        wanted = [f"{slot!r}" + (f" (or its columns {source})" if (source := model.processor[slot].source_columns())
+                                 else "") for slot in model.inputs]
+        raise InputError(f"{path} has columns {sorted(columns)} but the model reads {', '.join(wanted)}: "
+                         "name the columns as in training")
+
+    absent = [slot for slot in model.inputs if slot not in columns and slot not in gathered]
+    if absent:
+        logger.warning("%s has no column for input(s) %s (columns: %s): every row is predicted without "
+                       "them; name a column as the input to give it", path, absent, sorted(columns))
+
+    def cells(row: Mapping[str, Any], source: Sequence[str]) -> dict[str, Any] | None:
+        present = {c: row[c] for c in source if row.get(c) is not None}
+        return present or None
+
+    return [{**row, **{slot: cells(row, source) for slot, source in gathered.items()}} for row in rows]
 
 
 def _scatter(value: Any, index: Tensor, batch: int) -> Any:
@@ -148,8 +175,7 @@ def predict_file(model, data: str | Path, out: str | Path, *, batch_size: int = 
 
     if not model.num_classes:
         raise InputError("mmzoo predict needs a classifier (num_classes > 0); use mmzoo embed")
-    rows = read_rows(data)
-    _check_columns(model, rows, str(data))
+    rows = model_rows(model, read_rows(data), str(data))
     probabilities = _run(model, rows, batch_size, progress, "predict", embed=False, device=device)
     names = class_names(model)
     import io
@@ -180,8 +206,7 @@ def embed_file(model, data: str | Path, out: str | Path, *, batch_size: int = 64
         raise InputError(f"embeddings are written as .npy; got {out}")
     if model.fusion.decision_level and model.num_classes:
         raise InputError(f"{model.name!r} fuses decisions, so it has no shared embedding to write")
-    rows = read_rows(data)
-    _check_columns(model, rows, str(data))
+    rows = model_rows(model, read_rows(data), str(data))
     embeddings = _run(model, rows, batch_size, progress, "embed", embed=True, device=device)
     buffer = io.BytesIO()
     np.save(buffer, embeddings.numpy().astype(np.float32))

@@ -358,9 +358,9 @@ class _ModelPredictor:
         self.model, self.kwargs, self.prepared = model, dict(predict_kwargs), None
 
     def __call__(self, split) -> list[int]:
-        from mmzoo.train import predict
+        from mmzoo.train import predict, predicted_classes
 
-        return predict(self.model, split, prepared=self.prepared, **self.kwargs).argmax(1).tolist()
+        return predicted_classes(predict(self.model, split, prepared=self.prepared, **self.kwargs)).tolist()
 
     @contextlib.contextmanager
     def reusing(self, split) -> Iterator[None]:

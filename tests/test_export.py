@@ -151,6 +151,42 @@ def test_export_matches_onnxruntime(name, tmp_path, capsys):
     assert np.abs(got - expected).max() < 1e-4
 
 
+@pytest.mark.parametrize("name", [
+    "tab_mlp(hidden=16)+lstm(vocab_size=300)/concat",
+    "ft_transformer(dim=16,heads=2,depth=1)+lstm(vocab_size=300)/cross_attn(dim=16,heads=2)",
+])
+def test_export_of_a_table_model_matches_onnxruntime(name, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    torch.manual_seed(2)
+    model = mmzoo.create(name, num_classes=3, labels=LABELS)
+    rows = [{"age": 20 + i, "votes": float(i % 4) if i % 5 else None, "dept": ["tops", "dresses"][i % 2]}
+            for i in range(12)]
+    model.processor.fit({"tabular": rows, "text": ["a red dress", "blue top"] * 6})
+    model.save_pretrained(tmp_path / "model")
+    path = tmp_path / "model.onnx"
+    assert main(["export", str(tmp_path / "model"), "--onnx", str(path)]) == 0
+    record = json.loads((tmp_path / "model.onnx.json").read_text())
+    table = ["tabular_numeric", "tabular_numeric_missing", "tabular_categorical"]
+    assert record["inputs"] == [*table, "text_input_ids", "text_attention_mask", "present_tabular", "present_text"]
+    assert all(record["dynamic_axes"][k] == {"0": "batch"} for k in table)   # the columns are fixed
+
+    # another batch size: missing cells, an unseen category, a row with no cell at all, an empty text
+    loaded = mmzoo.load(tmp_path / "model")
+    batch = loaded.processor(tabular=[{"age": 33, "dept": "coats"}, {}, {"votes": 2.0, "dept": "tops"}, rows[3],
+                                      {"age": 61}],
+                             text=["a red dress", "blue top", "", "red", "top"])
+    with torch.no_grad():
+        expected = loaded(**batch).numpy()
+    present = {"tabular": loaded.encoders["tabular"].prepare_input(batch["tabular"], "tabular")[1],
+               "text": batch["text"]["attention_mask"].any(1)}
+    feed = {f"tabular_{k}": v.numpy() for k, v in batch["tabular"].items()}
+    feed.update({f"text_{k}": v.numpy() for k, v in batch["text"].items()})
+    feed.update({f"present_{k}": v.numpy() for k, v in present.items()})
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run(["logits"], {i.name: feed[i.name] for i in session.get_inputs()})[0]
+    assert np.abs(got - expected).max() < 1e-4
+
+
 def test_export_names_the_component_that_cannot_be_exported(tmp_path):
     pytest.importorskip("onnxruntime")
     from mmzoo.components import Encoder, EncoderOutput

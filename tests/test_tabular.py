@@ -166,3 +166,89 @@ def test_fit_trains_a_tabular_model_and_uses_the_columns():
     fit(model, split(0, 180), split(180, 240), epochs=30, batch_size=32, lr=0.01, patience=0, progress=False)
     assert model.encoders["tabular"].schema == {"numeric": ["x"], "categorical": [["size", 3]]}
     assert evaluate(model, split(180, 240))["accuracy"] > 0.85
+
+
+def _saved_table_model(tmp_path):
+    torch.manual_seed(0)
+    model = mmzoo.create(f"tab_mlp(hidden=16,dropout=0.0)+{TEXT}/concat", num_classes=3, labels=["a", "b", "c"])
+    rows = _rows()
+    model.processor.fit({"tabular": rows, "text": ["love it", "too small"] * 12})
+    model.save_pretrained(tmp_path / "run")
+    return mmzoo.load(tmp_path / "run")
+
+
+def test_predict_reads_a_table_from_its_own_columns(tmp_path, caplog, capsys):
+    import csv
+    import logging
+
+    from mmzoo.cli import main
+
+    model = _saved_table_model(tmp_path)
+    lines = [["age", "score", "dept", "size", "text"],
+             ["33", "2", "tops", "S", "love it"],
+             ["", "", "", "", "only text"],      # every cell empty: the table is missing, the text is not
+             ["41", "", "new dept", "", ""],      # an unseen category, an empty text
+             ["", "", "", "", ""]]                # nothing at all: an empty prediction
+    with open(tmp_path / "new.csv", "w", newline="") as f:
+        csv.writer(f).writerows(lines)
+    assert main(["predict", str(tmp_path / "run"), "--data", str(tmp_path / "new.csv"),
+                 "--out", str(tmp_path / "p.csv"), "--no-progress"]) == 0
+    written = list(csv.DictReader(open(tmp_path / "p.csv")))
+    assert [r["label"] for r in written][3] == "" and all(r["label"] for r in written[:3])
+    expected = []
+    for row, present in [({"age": 33.0, "score": 2.0, "dept": "tops", "size": "S"}, "both"),
+                         (None, "text"), ({"age": 41.0, "dept": "new dept"}, "tabular")]:
+        text = {"both": "love it", "text": "only text", "tabular": ""}[present]
+        batch = model.processor(tabular=[row or {}], text=[text])
+        expected.append(model(**batch, present={"tabular": torch.tensor([row is not None])}).softmax(-1)[0])
+    got = torch.tensor([[float(r[f"prob_{c}"]) for c in "abc"] for r in written[:3]])
+    torch.testing.assert_close(got, torch.stack(expected).detach(), atol=1e-5, rtol=1e-4)
+    # a file without the text column: predicted from the table alone, and said so
+    with open(tmp_path / "table.csv", "w", newline="") as f:
+        csv.writer(f).writerows([row[:4] for row in lines[:2]])
+    with caplog.at_level(logging.WARNING, logger="mmzoo.predict"):
+        assert main(["predict", str(tmp_path / "run"), "--data", str(tmp_path / "table.csv"),
+                     "--out", str(tmp_path / "t.csv"), "--no-progress"]) == 0
+    assert "has no column for input(s) ['text']" in caplog.text
+    alone = model(**model.processor(tabular=[{"age": 33.0, "score": 2.0, "dept": "tops", "size": "S"}])).softmax(-1)
+    only = next(csv.DictReader(open(tmp_path / "t.csv")))
+    assert [float(only[f"prob_{c}"]) for c in "abc"] == pytest.approx(alone[0].tolist(), abs=1e-5)
+    # neither the input nor its columns: the error names both
+    (tmp_path / "bad.csv").write_text("x,y\n1,2\n")
+    capsys.readouterr()
+    assert main(["predict", str(tmp_path / "run"), "--data", str(tmp_path / "bad.csv"),
+                 "--out", str(tmp_path / "b.csv")]) == 2
+    assert "the model reads 'tabular' (or its columns ['age', 'score', 'dept', 'size']), 'text'" \
+        in capsys.readouterr().err
+
+
+def test_scoring_with_an_input_dropped_gives_samples_left_with_nothing_no_prediction():
+    from mmzoo.bench.results import decode_classes, encode_classes
+    from mmzoo.tasks import Split
+    from mmzoo.train import evaluate, logit_scores, predict, predicted_classes
+
+    torch.manual_seed(0)
+    model = mmzoo.create(f"tab_mlp(hidden=16,dropout=0.0)+{TEXT}/concat", num_classes=3)
+    rows = _rows(8)
+    rows[2] = rows[5] = {}                                  # blank table rows: only their text is left
+    model.processor.fit({"tabular": rows, "text": ["a b"] * 8})
+    texts = ["love it", "too small", "ok", "fine", "nice", "bad", "great", "meh"]
+    split = Split({"tabular": rows, "text": texts}, torch.tensor([0, 1, 2, 0, 1, 2, 0, 1]))
+    logits = predict(model, split, drop=("text",))          # on CPU the model itself refuses such samples
+    assert torch.isnan(logits[[2, 5]]).all() and torch.isfinite(logits[[0, 1, 3, 4, 6, 7]]).all()
+    full = predict(model, split, drop=("tabular",))
+    kept = [0, 1, 3, 4, 6, 7]
+    with_table = model.eval()(**model.processor(tabular=[rows[i] for i in kept]))
+    torch.testing.assert_close(logits[kept], with_table.detach())
+    classes = predicted_classes(logits)
+    assert classes[[2, 5]].tolist() == [-1, -1] and torch.equal(classes[kept], logits[kept].argmax(1))
+    # scored as wrong, left out of the loss
+    scores = evaluate(model, split, drop=("text",))
+    right = (classes == split.labels).float().sum() / 8
+    assert scores["accuracy"] == pytest.approx(float(right))
+    assert logit_scores(logits, split.labels, 3)["loss"] == pytest.approx(
+        float(torch.nn.functional.cross_entropy(logits[kept], split.labels[kept])))
+    # a sample that still has an input is scored as usual; a bench row records "no prediction" as '-'
+    assert torch.isfinite(full).all()
+    assert decode_classes(encode_classes(classes.tolist(), 3)) == classes.tolist()
+    assert "-" in encode_classes(classes.tolist(), 3)

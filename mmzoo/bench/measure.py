@@ -146,7 +146,7 @@ def measure(name: str, task_name: str, seed: int, settings: Mapping[str, Any], *
     import mmzoo
     from mmzoo.bench.results import encode_classes
     from mmzoo.train import (PreparedInputs, autocast, encode, evaluate, fit, fit_tokenizers, logit_scores, predict,
-                             synchronize)
+                             predicted_classes, synchronize)
 
     if settings.get("threads"):
         torch.set_num_threads(int(settings["threads"]))
@@ -216,7 +216,7 @@ def measure(name: str, task_name: str, seed: int, settings: Mapping[str, Any], *
     row.update({"accuracy": scores["accuracy"], "macro_f1": scores["macro_f1"], "test_loss": scores["loss"]})
     # per-sample predictions: the leaderboard's bootstrap over test samples resamples them
     row["test_labels"] = encode_classes(data["test"].labels.tolist(), task.num_classes)
-    row["test_predictions"] = encode_classes(logits.argmax(1).tolist(), task.num_classes)
+    row["test_predictions"] = encode_classes(predicted_classes(logits).tolist(), task.num_classes)
     row["missing_accuracy"] = missing
     row["missing_accuracy_mean"] = statistics.fmean(missing.values()) if missing else None
     row["missing_accuracy_min"] = min(missing.values()) if missing else None

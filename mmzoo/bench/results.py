@@ -28,6 +28,7 @@ PUBLISHED_DIR = "benchmarks/results"
 _REPO = Path(__file__).resolve().parents[2]
 #: one character per class index in ``test_predictions`` / ``test_labels``
 _ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_NONE = "-"
 
 
 def row_key(row: Mapping[str, Any]) -> tuple[str, str, int, str]:
@@ -123,17 +124,18 @@ def fill_gain(row: dict[str, Any], rows: Sequence[Mapping[str, Any]]) -> None:
 
 def encode_classes(values: Iterable[int], num_classes: int) -> str | list[int]:
     """Class indices -> one character each (up to 62 classes; a list beyond),
-    so a row carries its per-sample predictions in a few kB."""
+    so a row carries its per-sample predictions in a few kB; -1 (no
+    prediction: a sample with no input) is ``-``."""
     values = [int(v) for v in values]
     if num_classes > len(_ALPHABET):
         return values
-    return "".join(_ALPHABET[v] for v in values)
+    return "".join(_NONE if v == -1 else _ALPHABET[v] for v in values)
 
 
 def decode_classes(encoded: str | Sequence[int]) -> list[int]:
     """The inverse of :func:`encode_classes`."""
     if isinstance(encoded, str):
-        return [_ALPHABET.index(ch) for ch in encoded]
+        return [-1 if ch == _NONE else _ALPHABET.index(ch) for ch in encoded]
     return [int(v) for v in encoded]
 
 

@@ -72,6 +72,30 @@ class TabularProcessor(InputProcessor):
                 "categorical": [[c["name"], len(c["vocabulary"])] for c in self.columns
                                 if c["kind"] == "categorical"]}
 
+    def source_columns(self) -> list[str] | None:
+        """The fitted column names: ``mmzoo predict`` reads a row's cells from them."""
+        return [c["name"] for c in self.columns] if self.columns is not None else None
+
+    def example(self, batch: int) -> list[dict[str, Any]]:
+        """``batch`` rows to trace the encoder with: numeric cells spread around
+        their mean, categorical ones through the vocabulary; the first row
+        misses its first cell and the last (of three or more) has unseen categories."""
+        self._require_fit()
+        rows = []
+        for i in range(batch):
+            row: dict[str, Any] = {}
+            for j, column in enumerate(self.columns):
+                if i == 0 and j == 0 and batch > 1:
+                    continue
+                if column["kind"] == "numeric":
+                    row[column["name"]] = column["mean"] + (i - batch / 2) * column["std"] / batch
+                else:
+                    vocabulary = column["vocabulary"]
+                    unseen = (i == batch - 1 and batch > 2) or not vocabulary
+                    row[column["name"]] = "<unseen>" if unseen else vocabulary[i % len(vocabulary)]
+            rows.append(row)
+        return rows
+
     # ------------------------------------------------------------ fitting
     def fit(self, values: Any, *, numeric: Sequence[str] | None = None,
             categorical: Sequence[str] | None = None) -> "TabularProcessor":
