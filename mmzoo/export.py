@@ -166,7 +166,7 @@ def export_onnx(model, path: str | Path, *, opset: int = 17, atol: float = 1e-4)
     flat = _Flat(model, layout).eval()  # a fresh module is in train mode, and the exporter restores it
     token_outputs = [f"tokens_{slot}" for slot in flat.token_slots]
     dynamic_axes = {name: {0: "batch"} for name in names}
-    for name, (slot, key) in zip(names, layout):
+    for name, (slot, _) in zip(names, layout):
         if isinstance(model.encoders[slot], TextEncoder):  # a table's columns are fixed; a text's length is not
             dynamic_axes[name][1] = "sequence"
     dynamic_axes[output] = {0: "batch"}
