@@ -193,9 +193,11 @@ class CsvTask(Task):
         if detect_columns:
             self._detect(rows, header)
         if not (self.image_column or self.text_columns or self.numeric_columns or self.categorical_columns):
-            raise InputError(f"task {name!r} needs at least one input column: {self.path} has no 'image' or "
-                             f"'text' column (it has {sorted(header)}); set image_column, text_columns, "
-                             "numeric_columns, categorical_columns or detect_columns=True")
+            defaults = image_column is None and text_columns is None and text_column is None
+            found = f"{self.path} has no 'image' or 'text' column" if defaults else "none is chosen"
+            raise InputError(f"task {name!r} needs at least one input column: {found} (it has {sorted(header)}); "
+                             "set image_column, text_columns, numeric_columns, categorical_columns or "
+                             "detect_columns=True")
         texts = ([f"text_{i + 1}" if i else "text" for i in range(len(self.text_columns))]
                  if separate_texts else ["text"] * bool(self.text_columns))
         self.inputs = tuple([*(["image"] if self.image_column else []), *texts,
